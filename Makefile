@@ -1,0 +1,43 @@
+# The two commands a new user needs: `make run` (the service on embedded defaults) and `make test`.
+# Both install everything they need into .venv first (idempotent; re-runs are quick).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup run test lint typecheck imports pytest bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned to the CPU build that pip finds on disk here; operators with GPUs install their own build.
+$(VENV)/.installed: pyproject.toml $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[ml,dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+	$(BIN)/itsm-triage model fetch
+
+run: setup
+	$(BIN)/itsm-triage run --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy service workers models
+
+imports: $(VENV)/.installed
+	$(BIN)/lint-imports
+
+pytest: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck imports pytest
+
+clean:
+	rm -rf $(VENV) var

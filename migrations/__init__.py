@@ -1,0 +1,1 @@
+"""Alembic environment and versions (target metadata: service.domain.tables)."""

@@ -1,0 +1,9 @@
+"""`itsm-triage` subcommands: users (placeholder module, filled by its owner)."""
+
+from __future__ import annotations
+
+import click
+
+
+def register(group: click.Group) -> None:
+    """Attach this module's commands to the root group."""

@@ -1,0 +1,44 @@
+"""Protocols the core depends on; connectors and the model adapter implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from service.domain.schemas import CanonicalTicket, NormalizedEvent, TriageResult, WriteBack, WriteOutcome
+
+
+class WebhookParser(Protocol):
+    """Verifies and normalises one source's webhook deliveries."""
+
+    source: str
+
+    def verify(self, raw_body: bytes, headers: Mapping[str, str]) -> None:
+        """Raise InvalidSignature unless the raw body is authentic."""
+        ...
+
+    def delivery_id(self, raw_body: bytes, headers: Mapping[str, str]) -> str:
+        """The sender's id for this delivery (stable across its retries)."""
+        ...
+
+    def parse(self, payload: object, headers: Mapping[str, str]) -> NormalizedEvent:
+        """Normalise a verified, JSON-decoded body; raise InvalidPayload if it is not one we understand."""
+        ...
+
+
+class Triager(Protocol):
+    """Runs the model over a batch of tickets."""
+
+    def triage(self, tickets: Sequence[CanonicalTicket]) -> list[TriageResult]:
+        """One result per ticket, in order."""
+        ...
+
+
+class TicketWriter(Protocol):
+    """Writes triage results and approved replies back to one ITSM system, exactly once per idempotency key."""
+
+    source: str
+
+    def write(self, action: WriteBack) -> WriteOutcome:
+        """Apply one write; raise TransientUpstream / OutcomeUnknown / PermanentUpstream on failure."""
+        ...

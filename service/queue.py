@@ -1,0 +1,61 @@
+"""Celery app factory shared by producer (API, sweeper) and consumer (workers); enqueue by task NAME."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from service.settings import Settings
+
+TRIAGE_QUEUE = "triage"
+DELIVER_QUEUE = "deliver"
+
+# Task names are the contract between the API and the workers: the API never imports workers/.
+TRIAGE_EVENT_TASK = "itsm.triage_event"
+DELIVER_TASK = "itsm.deliver"
+SWEEP_TASK = "itsm.sweep"
+
+TASK_QUEUES = {TRIAGE_EVENT_TASK: TRIAGE_QUEUE, DELIVER_TASK: DELIVER_QUEUE, SWEEP_TASK: DELIVER_QUEUE}
+
+
+def make_celery(settings: Settings, *, name: str = "itsm") -> Celery:
+    """A Celery app configured for reliability: late acks, JSON only, bounded publish retries."""
+    app = Celery(name, broker=settings.broker_url)
+    transport_options: dict[str, Any] = {}
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        transport_options = {
+            "visibility_timeout": settings.worker.visibility_timeout_s,
+            "socket_connect_timeout": 2,
+            "socket_timeout": 5,
+        }
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=settings.worker.prefetch_multiplier,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_time_limit=settings.worker.task_time_limit_s,
+        task_soft_time_limit=max(1, settings.worker.task_time_limit_s - 10),
+        task_routes={name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
+        task_default_queue=DELIVER_QUEUE,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=2,
+        # A broker outage must not stall the webhook ack: fail fast, the sweeper enqueues later.
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        worker_hijack_root_logger=False,
+        broker_pool_limit=20,
+    )
+    return app
+
+
+def enqueue(app: Celery, task_name: str, *args: Any, countdown: float | None = None) -> None:
+    """Publish a task by name onto its queue (ids only, never objects)."""
+    app.send_task(task_name, args=list(args), queue=TASK_QUEUES[task_name], countdown=countdown)

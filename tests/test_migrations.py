@@ -1,0 +1,23 @@
+"""The Alembic migrations build exactly the schema the SQLModel tables describe."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine
+from sqlmodel import SQLModel
+
+import service.domain.tables  # noqa: F401
+from service.migrate import current_heads
+
+
+def test_migrations_match_the_tables(database_url: str) -> None:
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    engine.dispose()
+    assert diff == [], f"tables and migrations differ; add a revision: {diff}"
+
+
+def test_migrations_have_a_single_head() -> None:
+    assert len(current_heads()) == 1
