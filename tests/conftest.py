@@ -16,6 +16,7 @@ from sqlmodel import SQLModel
 from service.db import make_engine
 from service.migrate import upgrade
 from service.settings import Settings
+from tests.fakes.fixtures import fake_jira, fake_servicenow  # noqa: F401  (fake ITSM servers for every test)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ITSM_SHARED_DIR", REPO.parent / "shared"))
