@@ -33,17 +33,24 @@ def make_engine(settings: Settings, **overrides: Any) -> Engine:
     engine = create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
     return engine
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets the API write while workers read; foreign keys are off by default in SQLite."""
+    dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event open the transaction itself
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    """Take the write lock up front: a read-then-write transaction can otherwise fail with 'database is locked'."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @contextmanager

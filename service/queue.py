@@ -49,7 +49,12 @@ def make_celery(settings: Settings, *, name: str = "itsm") -> Celery:
         broker_connection_timeout=2,
         # A broker outage must not stall the webhook ack: fail fast, the sweeper enqueues later.
         task_publish_retry=True,
-        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        task_publish_retry_policy={
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
         worker_hijack_root_logger=False,
         broker_pool_limit=20,
     )

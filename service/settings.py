@@ -37,23 +37,27 @@ class JiraSettings(BaseModel):
     webhook_secret: SecretStr | None = Field(None, description="Secret of the Jira admin webhook (X-Hub-Signature).")
     webhook_secret_next: SecretStr | None = Field(None, description="Next secret, accepted too during rotation.")
     account_id: str | None = Field(
-        None, description="The service's own Jira account id (loop prevention); looked up with /myself when unset."
+        None,
+        description="The service's own Jira account id (loop prevention); looked up with /myself when unset.",
     )
     base_url: str | None = Field(None, description="https://<site>.atlassian.net")
     email: str | None = Field(None, description="Bot account e-mail for basic auth.")
     api_token: SecretStr | None = Field(None, description="Bot account API token.")
     category_field: str = Field(
-        "components", description="Where a queue/category label is written: 'components', 'labels' or customfield_NNNNN."
+        "components",
+        description="Where a queue/category label is written: 'components', 'labels' or customfield_NNNNN.",
     )
     priority_map: dict[str, str] = Field(
         default_factory=lambda: {"P1": "Highest", "P2": "High", "P3": "Medium", "P4": "Low", "P5": "Lowest"},
         description="Priority label -> Jira priority name.",
     )
     category_map: dict[str, str] = Field(
-        default_factory=dict, description="Queue/category label -> Jira value; unmapped labels use the label itself."
+        default_factory=dict,
+        description="Queue/category label -> Jira value; unmapped labels use the label itself.",
     )
     internal_comments: Literal["servicedeskapi", "property"] = Field(
-        "servicedeskapi", description="How internal notes are posted: JSM servicedeskapi or the sd.public.comment property."
+        "servicedeskapi",
+        description="How internal notes are posted: JSM servicedeskapi or the sd.public.comment property.",
     )
     timeout_s: float = Field(5.0, gt=0, description="Per-request timeout towards Jira.")
 
@@ -129,6 +133,10 @@ class WorkerSettings(BaseModel):
     delivery_backoff_base_s: float = Field(2.0, ge=0, description="First backoff of a failed delivery.")
     delivery_backoff_cap_s: float = Field(600.0, ge=0, description="Longest backoff of a failed delivery.")
     concurrency: int = Field(1, ge=1, description="Processes per worker (one per GPU for triage).")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Worker Prometheus /metrics port (0 = off).")
+    stuck_grace_s: int = Field(
+        60, ge=1, description="Events received/queued longer than this are re-enqueued by the sweeper."
+    )
 
 
 class ReviewSettings(BaseModel):
@@ -164,6 +172,10 @@ class Settings(BaseSettings):
         description="Celery broker; the embedded SQLite broker by default, redis://... in production.",
     )
     var_dir: Path = Field(DEFAULT_VAR_DIR, description="Where development state lives (secrets, SQLite files).")
+    category_label_field: str = Field(
+        "queue",
+        description="The predicted field that holds the ticket's category/queue (mapped to each ITSM tool).",
+    )
     policy: dict[str, FieldPolicy] = Field(
         default_factory=dict,
         description="Per predicted field: {mode: auto|suggest|shadow, threshold}. Fields not listed: suggest.",

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-29 04:44:16.172079
+Create Date: 2026-11-29 04:53:26.262888
 """
 from collections.abc import Sequence
 
@@ -59,7 +59,7 @@ def upgrade() -> None:
     sa.Column('labels', sa.JSON(), nullable=False),
     sa.Column('extra', sa.JSON(), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
-    sa.Column('source_version', sa.Integer(), nullable=False),
+    sa.Column('source_version', sa.BigInteger(), nullable=False),
     sa.Column('created_at_source', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('updated_at_source', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('flags', sa.JSON(), nullable=False),
@@ -151,7 +151,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('ticket_id', sa.Integer(), nullable=False),
     sa.Column('event_id', sa.Integer(), nullable=True),
-    sa.Column('source_version', sa.Integer(), nullable=False),
+    sa.Column('source_version', sa.BigInteger(), nullable=False),
     sa.Column('predictions', sa.JSON(), nullable=False),
     sa.Column('decisions', sa.JSON(), nullable=False),
     sa.Column('draft_reply', sa.Text(), nullable=True),

@@ -1,9 +1,168 @@
-"""`itsm-triage run | serve | worker | db upgrade | replay`."""
+"""`itsm-triage run | serve | worker | sweep | db upgrade`: the processes of the service."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import click
+
+from service.devsecrets import ensure_dev_secrets
+from service.settings import Settings
 
 
 def register(group: click.Group) -> None:
     """Attach this module's commands to the root group."""
+    group.add_command(run)
+    group.add_command(serve)
+    group.add_command(worker)
+    group.add_command(sweep)
+    group.add_command(db)
+
+
+def _serve_api(settings: Settings, host: str, port: int, *, workers: int = 1) -> None:
+    """Run uvicorn on the app (migrating first unless disabled)."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.logging import configure_logging
+    from service.migrate import upgrade
+
+    configure_logging(settings)
+    if settings.api.migrate_on_start:
+        upgrade(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,
+        limit_concurrency=2048,
+    )
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--dev", is_flag=True, help="Allow starting without webhook secrets (development only).")
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int, dev: bool) -> None:
+    """Serve the API and review UI (production: secrets required)."""
+    if not (settings.jira.webhook_secret or settings.servicenow.webhook_secret) and not (dev or settings.api.dev_mode):
+        raise click.UsageError(
+            "no webhook secret is configured: set ITSM_JIRA__WEBHOOK_SECRET and/or ITSM_SERVICENOW__WEBHOOK_SECRET "
+            "(or pass --dev / ITSM_API__DEV_MODE=true for a development server)"
+        )
+    _serve_api(settings, host, port)
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.pass_obj
+def run(settings: Settings, host: str, port: int) -> None:
+    """Everything in one process tree on embedded defaults: API + review UI + worker (+ sweeper)."""
+    settings, generated = ensure_dev_secrets(settings)
+    if generated:
+        click.echo(
+            click.style("Development mode: generated webhook secrets (kept in ", fg="yellow")
+            + str(settings.var_dir / "dev-secrets.env")
+            + click.style("):", fg="yellow")
+        )
+        for name, value in generated.items():
+            click.echo(f"  {name}={value}")
+    from service.migrate import upgrade
+
+    upgrade(settings)
+    env = {**os.environ, **_settings_env(settings)}
+    worker_proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "worker", "--queues", "triage,deliver", "--beat"], env=env
+    )
+    click.echo(f"API and review UI on http://{host}:{port}/review (webhooks: /webhooks/jira, /webhooks/servicenow)")
+    try:
+        _serve_api(settings, host, port)
+    finally:
+        worker_proc.send_signal(signal.SIGTERM)
+        try:
+            worker_proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker_proc.kill()
+
+
+def _settings_env(settings: Settings) -> dict[str, str]:
+    """The generated secrets and resolved paths, handed to child processes as ITSM_* variables."""
+    env = {
+        "ITSM_DATABASE_URL": settings.database_url,
+        "ITSM_BROKER_URL": settings.broker_url,
+        "ITSM_VAR_DIR": str(settings.var_dir),
+    }
+    if settings.jira.webhook_secret:
+        env["ITSM_JIRA__WEBHOOK_SECRET"] = settings.jira.webhook_secret.get_secret_value()
+    if settings.servicenow.webhook_secret:
+        env["ITSM_SERVICENOW__WEBHOOK_SECRET"] = settings.servicenow.webhook_secret.get_secret_value()
+    return env
+
+
+@click.command()
+@click.option("--queues", default="triage,deliver", show_default=True, help="Comma-separated queues to consume.")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=None, help="Processes (default: settings).")
+@click.option("--beat", is_flag=True, help="Also run the periodic sweeper in this worker.")
+@click.pass_obj
+def worker(settings: Settings, queues: str, concurrency: int | None, beat: bool) -> None:
+    """Run a Celery worker (the model is loaded once per process, after fork)."""
+    from service.logging import configure_logging
+    from workers.app import run_worker
+
+    configure_logging(settings)
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = set(names) - {"triage", "deliver"}
+    if not names or unknown:
+        raise click.BadParameter(
+            f"unknown queue(s) {sorted(unknown)}; use triage and/or deliver", param_hint="--queues"
+        )
+    run_worker(settings, queues=names, concurrency=concurrency or settings.worker.concurrency, beat=beat)
+
+
+@click.command()
+@click.option("--loop", is_flag=True, help="Keep sweeping every worker.sweep_interval_s (else sweep once).")
+@click.pass_obj
+def sweep(settings: Settings, loop: bool) -> None:
+    """Re-enqueue work stuck past its lease and dead-letter what exhausted its attempts."""
+    from service.logging import configure_logging
+    from workers.sweeper import sweep_once
+
+    configure_logging(settings)
+    while True:
+        report = sweep_once(settings)
+        click.echo(str(report))
+        if not loop:
+            return
+        time.sleep(settings.worker.sweep_interval_s)
+
+
+@click.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_obj
+def db_upgrade(settings: Settings, revision: str) -> None:
+    """Apply pending Alembic migrations."""
+    from service.migrate import upgrade
+
+    upgrade(settings, revision)
+    click.echo(f"database at {revision}: {_redacted(settings.database_url)}")
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

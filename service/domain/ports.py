@@ -21,7 +21,7 @@ class WebhookParser(Protocol):
         """The sender's id for this delivery (stable across its retries)."""
         ...
 
-    def parse(self, payload: object, headers: Mapping[str, str]) -> NormalizedEvent:
+    def parse(self, payload: object, *, delivery_id: str) -> NormalizedEvent:
         """Normalise a verified, JSON-decoded body; raise InvalidPayload if it is not one we understand."""
         ...
 

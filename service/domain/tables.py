@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -22,7 +22,8 @@ class EventStatus(StrEnum):
     queued = "queued"  # put on the broker
     processing = "processing"  # claimed by a triage worker (lease_until set)
     triaged = "triaged"  # model output stored
-    ignored = "ignored"  # our own echo, stale, or an event type we do not act on
+    applied = "applied"  # an update event applied by the API itself (ticket fields, label corrections)
+    ignored = "ignored"  # our own echo, stale, a redelivery, or an event type we do not act on
     failed = "failed"  # last attempt failed; will be retried by the sweeper
     dead = "dead"  # gave up after max attempts; visible in metrics and the API
 
@@ -73,7 +74,11 @@ class Ticket(SQLModel, table=True):
     labels: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     extra: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str | None = Field(default=None, max_length=100)
-    source_version: int = Field(default=0, description="Monotonic per ticket: Jira updated ms / SN sys_mod_count.")
+    source_version: int = Field(
+        default=0,
+        sa_column=Column(BigInteger, nullable=False),
+        description="Jira updated ms / SN sys_mod_count",
+    )
     created_at_source: datetime | None = None
     updated_at_source: datetime | None = None
     flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -106,12 +111,16 @@ class Triage(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="ticket.id", index=True)
     event_id: int | None = Field(default=None, foreign_key="inbound_event.id")
-    source_version: int = 0
+    source_version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     predictions: dict[str, Any] = Field(
-        default_factory=dict, sa_column=Column(JSON, nullable=False), description="field -> {label, confidence, probs}"
+        default_factory=dict,
+        sa_column=Column(JSON, nullable=False),
+        description="field -> {label, confidence, probs}",
     )
     decisions: dict[str, Any] = Field(
-        default_factory=dict, sa_column=Column(JSON, nullable=False), description="field -> auto|suggest|shadow|unmapped"
+        default_factory=dict,
+        sa_column=Column(JSON, nullable=False),
+        description="field -> auto|suggest|shadow|unmapped",
     )
     draft_reply: str | None = Field(default=None, sa_column=Column(Text))
     flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

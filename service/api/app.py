@@ -1,0 +1,74 @@
+"""create_app(settings): the API process (webhooks, health, metrics, review UI). Never imports torch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from celery import Celery
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+
+from service import __version__
+from service.api.broker import BrokerGate
+from service.api.metrics import ApiMetrics
+from service.api.middleware import RequestIdMiddleware
+from service.api.problems import install_problem_handlers
+from service.api.routes import health, webhooks
+from service.db import make_engine
+from service.domain.ports import WebhookParser
+from service.queue import make_celery
+from service.settings import Settings
+from service.webhooks.jira import JiraWebhookParser
+from service.webhooks.servicenow import ServiceNowWebhookParser
+
+log = structlog.get_logger(__name__)
+
+
+def make_parsers(settings: Settings) -> dict[str, WebhookParser]:
+    """One webhook parser per supported source, keyed by the URL segment."""
+    return {"jira": JiraWebhookParser(settings), "servicenow": ServiceNowWebhookParser(settings)}
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None, celery: Celery | None = None) -> FastAPI:
+    """Build the FastAPI application; dependencies live on app.state (no import-time singletons)."""
+    own_engine = engine is None
+    engine = engine or make_engine(settings)
+    celery = celery or make_celery(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        log.info("api_started", version=__version__, sources=sorted(app.state.parsers))
+        yield
+        if own_engine:
+            engine.dispose()
+
+    app = FastAPI(
+        title="itsm-triage",
+        version=__version__,
+        lifespan=lifespan,
+        description="Webhook receiver, review UI and JSON API of the ITSM triage service.",
+    )
+    metrics = ApiMetrics()
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.celery = celery
+    app.state.metrics = metrics
+    app.state.broker = BrokerGate(celery, metrics)
+    app.state.parsers = make_parsers(settings)
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(webhooks.router)
+    _mount_review(app, settings)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def _mount_review(app: FastAPI, settings: Settings) -> None:
+    """The agents' review UI and JSON API share this process."""
+    from service import review
+
+    mount = getattr(review, "mount", None)
+    if mount is not None:
+        mount(app, settings)
