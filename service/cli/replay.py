@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +79,13 @@ def replay(
                 raise click.BadParameter(str(exc)) from None
             for n in range(count):
                 data = payload if keep_ids else as_new_ticket(payload, _ticket_number(index, n))
-                delivery: Delivery = make_delivery(data, secret=_secret(settings, source))
+                # --keep-ids resends the same delivery (same id): the receiver must answer "duplicate".
+                same_id = "replay-" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
+                delivery: Delivery = make_delivery(
+                    data,
+                    secret=_secret(settings, source),
+                    delivery_id=same_id if keep_ids and source == "jira" else None,
+                )
                 try:
                     response = client.post(delivery.path, content=delivery.body, headers=delivery.headers)
                 except httpx.HTTPError as exc:
@@ -88,8 +96,9 @@ def replay(
         raise click.ClickException(f"{failures} deliveries were not accepted")
 
 
-def _ticket_number(index: int, n: int) -> int:
-    """Distinct ticket numbers per run, so replays of the samples create new tickets."""
-    import time
+_RUN_BASE = secrets.randbelow(10**12) * 1000
 
-    return (int(time.time()) % 100_000) * 1000 + index * 100_000_000 + n
+
+def _ticket_number(index: int, n: int) -> int:
+    """Distinct ticket numbers per run (random base), so each replay of the samples creates new tickets."""
+    return _RUN_BASE + index * 10**8 + n
