@@ -1,0 +1,148 @@
+"""The Celery worker: queues, late acks, beat schedule, and per-process resources created after fork."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import structlog
+from celery import Celery
+from celery.signals import worker_process_init, worker_process_shutdown
+from sqlalchemy.engine import Engine
+
+from service.db import make_engine
+from service.domain.ports import TicketWriter, Triager
+from service.queue import DELIVER_QUEUE, SWEEP_TASK, TRIAGE_QUEUE, enqueue, make_celery
+from service.settings import Settings
+from workers.delivery import DeliveryContext
+from workers.pipeline import PipelineContext
+from workers.tasks import register_tasks
+
+log = structlog.get_logger(__name__)
+
+
+class WorkerRuntime:
+    """Per-process resources (engine, model, connectors), built lazily and rebuilt after fork."""
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.warm_model = False  # set by run_worker when this worker consumes the triage queue
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._triager: Triager | None = None
+        self._writers: dict[str, TicketWriter] = {}
+
+    def after_fork(self) -> None:
+        """Drop anything inherited from the parent: connections and sockets must not be shared across fork."""
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+        self._engine = None
+        self._writers = {}
+        self._triager = None
+        if self.warm_model:
+            try:
+                self.triager()
+            except Exception as exc:  # noqa: BLE001  the task retries loading and fails its events visibly
+                log.error("model_load_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def engine(self) -> Engine:
+        """This process's engine."""
+        if self._engine is None:
+            self._engine = make_engine(self.settings)
+        return self._engine
+
+    def triager(self) -> Triager:
+        """The model, loaded once per process on first use (never in the Celery parent)."""
+        with self._lock:
+            if self._triager is None:
+                from workers.model_backend import load_triager
+
+                self._triager = load_triager(self.settings)
+                log.info("model_loaded", pid=os.getpid(), backend=self.settings.model.backend)
+            return self._triager
+
+    def writer(self, source: str) -> TicketWriter:
+        """The connector for `source`, one per process (its HTTP client keeps connections alive)."""
+        if source not in self._writers:
+            from service.connectors import make_writer
+
+            self._writers[source] = make_writer(source, self.settings)
+        return self._writers[source]
+
+    def enqueue(self, task_name: str, row_id: int, countdown: float | None) -> None:
+        """Publish a task by name with the row id (and an optional delay)."""
+        enqueue(self.app, task_name, row_id, countdown=countdown)
+
+    def pipeline(self) -> PipelineContext:
+        """Context for the triage flow."""
+        return PipelineContext(self.engine(), self.settings, self.triager, self.enqueue)
+
+    def delivery(self) -> DeliveryContext:
+        """Context for the delivery flow."""
+        return DeliveryContext(self.engine(), self.settings, self.writer, self.enqueue)
+
+
+def make_worker_app(settings: Settings) -> Celery:
+    """The Celery app with the tasks registered and the sweeper scheduled; loads no model."""
+    app = make_celery(settings, name="itsm-worker")
+    interval = settings.worker.sweep_interval_s
+    app.conf.update(
+        beat_schedule={
+            "itsm-sweep": {
+                "task": SWEEP_TASK,
+                "schedule": float(interval),
+                "options": {"queue": DELIVER_QUEUE, "expires": float(interval)},
+            }
+        },
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+    )
+    runtime = WorkerRuntime(app, settings)
+    register_tasks(app, runtime)
+    app.itsm_runtime = runtime  # type: ignore[attr-defined]
+
+    def _init(**_: Any) -> None:
+        runtime.after_fork()
+
+    def _shutdown(**_: Any) -> None:
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
+
+    # weak=False: the closures would otherwise be garbage-collected and never fire.
+    worker_process_init.connect(_init, weak=False)
+    worker_process_shutdown.connect(_shutdown, weak=False)
+    return app
+
+
+def run_worker(settings: Settings, *, queues: list[str], concurrency: int, beat: bool) -> None:
+    """Run a worker in the foreground (the `itsm-triage worker` command); returns when it shuts down."""
+    from workers.metrics import enable_multiprocess, serve_metrics
+
+    port = settings.worker.metrics_port
+    if port:
+        enable_multiprocess(settings.var_dir / "prometheus" / str(os.getpid()))
+    app = make_worker_app(settings)
+    runtime: WorkerRuntime = app.itsm_runtime  # type: ignore[attr-defined]
+    runtime.warm_model = TRIAGE_QUEUE in queues
+    if port:
+        serve_metrics(port, make_engine(settings))
+        log.info("metrics_serving", port=port)
+    argv = [
+        "worker",
+        f"--queues={','.join(queues)}",
+        f"--concurrency={concurrency}",
+        f"--loglevel={settings.log.level}",
+        f"--hostname=itsm-{'-'.join(queues)}-{os.getpid()}@%h",
+        "--pool=prefork",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if beat:
+        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--beat", f"--schedule={settings.var_dir / 'celerybeat-schedule'}"]
+    log.info("worker_starting", queues=queues, concurrency=concurrency, beat=beat)
+    app.worker_main(argv)
