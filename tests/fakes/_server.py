@@ -119,7 +119,10 @@ class FakeServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name=self.name, daemon=True)
+        server = self._server
+        self._thread = threading.Thread(
+            target=lambda: server.serve_forever(poll_interval=0.05), name=self.name, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -185,9 +188,7 @@ class FakeServer:
         """Hold the next matching requests `seconds` unanswered (past the client timeout), then close."""
         return self.inject(Fault("hang", seconds=seconds, apply=apply, method=method, path=path, times=times))
 
-    def drop_after_write_next(
-        self, *, times: int = 1, method: str | None = None, path: str | None = None
-    ) -> Fault:
+    def drop_after_write_next(self, *, times: int = 1, method: str | None = None, path: str | None = None) -> Fault:
         """Apply the next matching requests, then drop the connection without a response."""
         return self.inject(Fault("drop_after_write", method=method, path=path, times=times))
 
@@ -202,8 +203,7 @@ class FakeServer:
             return [
                 r
                 for r in self.requests
-                if (method is None or r.method == method.upper())
-                and (path is None or re.search(path, r.path))
+                if (method is None or r.method == method.upper()) and (path is None or re.search(path, r.path))
             ]
 
     # -- subclass hooks --
@@ -263,9 +263,7 @@ class FakeServer:
         fault = self._take_fault(req.method, req.path)
         req.fault = fault.kind if fault else None
         if fault is not None and fault.kind == "status":
-            body_obj = (
-                fault.body if fault.body is not None else self.error_body(fault.status, "injected fault")
-            )
+            body_obj = fault.body if fault.body is not None else self.error_body(fault.status, "injected fault")
             self._send(h, req, Reply(fault.status, body_obj, dict(fault.headers)))
             return
         if fault is not None and fault.kind == "hang":

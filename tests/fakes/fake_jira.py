@@ -90,9 +90,7 @@ class FakeJira(FakeServer):
 
     name = "fake-jira"
 
-    def __init__(
-        self, *, email: str = "itsm-bot@acme.example", api_token: str = "test-jira-api-token"
-    ) -> None:
+    def __init__(self, *, email: str = "itsm-bot@acme.example", api_token: str = "test-jira-api-token") -> None:
         super().__init__()
         self.email, self.api_token = email, api_token
         self.auto_create_issues = False  # True: any unknown id/key springs into existence (benchmarks)
@@ -139,11 +137,7 @@ class FakeJira(FakeServer):
         if req.headers.get("Authorization") != expected:
             return Reply(
                 401,
-                {
-                    "errorMessages": [
-                        "You are not authenticated. Authentication required to perform this operation."
-                    ]
-                },
+                {"errorMessages": ["You are not authenticated. Authentication required to perform this operation."]},
             )
         return None
 
@@ -180,12 +174,8 @@ class FakeJira(FakeServer):
         )
 
     def _priorities(self, req: Recorded, m: re.Match[str]) -> Reply:
-        values = [
-            {"id": i, "name": n, "self": f"{self.url}/rest/api/3/priority/{i}"} for i, n in PRIORITIES.items()
-        ]
-        return Reply(
-            200, {"startAt": 0, "maxResults": 50, "total": len(values), "isLast": True, "values": values}
-        )
+        values = [{"id": i, "name": n, "self": f"{self.url}/rest/api/3/priority/{i}"} for i, n in PRIORITIES.items()]
+        return Reply(200, {"startAt": 0, "maxResults": 50, "total": len(values), "isLast": True, "values": values})
 
     def _components(self, req: Recorded, m: re.Match[str]) -> Reply:
         return Reply(200, [{"id": str(10000 + i), "name": n} for i, n in enumerate(self.components)])
@@ -237,9 +227,7 @@ class FakeJira(FakeServer):
             if name.startswith("customfield_"):
                 allowed = self.custom_field_options.get(name)
                 if allowed is None or (value or {}).get("value") not in allowed:
-                    errors[name] = (
-                        f"Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."
-                    )
+                    errors[name] = f"Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."
         if errors:
             return Reply(400, {"errorMessages": [], "errors": errors})
         if new_priority:
@@ -296,13 +284,10 @@ class FakeJira(FakeServer):
         body = req.json()
         adf = body.get("body")
         if not isinstance(adf, dict) or adf.get("type") != "doc" or adf.get("version") != 1:
-            return Reply(
-                400, {"errorMessages": ["Comment body is not valid Atlassian Document Format."], "errors": {}}
-            )
+            return Reply(400, {"errorMessages": ["Comment body is not valid Atlassian Document Format."], "errors": {}})
         props = body.get("properties") or []
         internal = any(
-            p.get("key") == "sd.public.comment" and (p.get("value") or {}).get("internal") is True
-            for p in props
+            p.get("key") == "sd.public.comment" and (p.get("value") or {}).get("internal") is True for p in props
         )
         c = self._store_comment(
             issue, FakeComment(str(next(self._ids)), not internal, "platform", adf=adf, properties=props)
@@ -372,7 +357,5 @@ class FakeJira(FakeServer):
                     "i18nErrorMessage": {"i18nKey": "ILLUSTRATIVE.invalid", "parameters": []},
                 },
             )
-        c = self._store_comment(
-            issue, FakeComment(str(next(self._ids)), body["public"], "jsm", text=body["body"])
-        )
+        c = self._store_comment(issue, FakeComment(str(next(self._ids)), body["public"], "jsm", text=body["body"]))
         return Reply(201, self._jsm_json(c))

@@ -194,9 +194,7 @@ class FakeServiceNow(FakeServer):
             entries = [e for e in reversed(inc.journal) if e.element == element]
             text = "".join(f"{e.created_on} - {e.created_by} ({label})\n{e.value}\n\n" for e in entries)
             out[element] = (
-                {"display_value": text, "value": ""}
-                if display == "all"
-                else (text if display == "true" else "")
+                {"display_value": text, "value": ""} if display == "all" else (text if display == "true" else "")
             )
         if display == "all":
             out = {k: v if isinstance(v, dict) else {"display_value": v, "value": v} for k, v in out.items()}
@@ -221,11 +219,7 @@ class FakeServiceNow(FakeServer):
             return self._invalid_table(m["table"])
         query = req.param("sysparm_query") or ""
         conditions = dict(c.split("=", 1) for c in query.split("^") if "=" in c)
-        rows = [
-            i
-            for i in self.incidents.values()
-            if all(str(i.record.get(k)) == v for k, v in conditions.items())
-        ]
+        rows = [i for i in self.incidents.values() if all(str(i.record.get(k)) == v for k, v in conditions.items())]
         limit = int(req.param("sysparm_limit") or 10000)
         result = [self._render(i, req) for i in rows[:limit]]
         return Reply(200, {"result": result}, {"X-Total-Count": str(len(rows))})
@@ -263,9 +257,7 @@ class FakeServiceNow(FakeServer):
             else:
                 inc.record[key] = value if isinstance(value, str) else json.dumps(value)
         rec = inc.record
-        rec["priority"] = PRIORITY_MATRIX.get(
-            (str(rec.get("impact")), str(rec.get("urgency"))), rec.get("priority")
-        )
+        rec["priority"] = PRIORITY_MATRIX.get((str(rec.get("impact")), str(rec.get("urgency"))), rec.get("priority"))
         rec["sys_mod_count"] = str(int(rec.get("sys_mod_count") or 0) + 1)
         rec.update(sys_updated_by=self.username, sys_updated_on=now)
         return Reply(200, {"result": self._render(inc, req)})
