@@ -36,7 +36,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                 "redis": {"address": "redis-master.data:6379", "passwordSecret": {"name": "redis", "key": "pw"}},
             }
         },
-        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        },
     },
     "existing-secret": {"existingSecret": "itsm-credentials"},
     "everything": {
@@ -54,7 +57,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "podDisruptionBudget": {"enabled": True},
         },
         "deliveryWorker": {"podDisruptionBudget": {"enabled": True}},
-        "metrics": {"serviceMonitor": {"enabled": True}},
+        "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
         "networkPolicy": {
             "database": {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]},
             "broker": {"to": [{"podSelector": {"matchLabels": {"app": "redis"}}}]},

@@ -41,6 +41,12 @@ spec:
           args:
             {{- toYaml .args | nindent 12 }}
           workingDir: {{ $.Values.config.var_dir }}
+          {{- with $.Values.config.worker.metrics_port }}
+          ports:
+            - name: metrics
+              containerPort: {{ . }}
+              protocol: TCP
+          {{- end }}
           {{- include "itsm-triage.envFrom" $ | nindent 10 }}
           env:
             {{- include "itsm-triage.runtimeEnv" $ | nindent 12 }}
