@@ -14,13 +14,11 @@ from collections.abc import Iterable
 from typing import Any
 
 MAX_TEXT_CHARS = 8000  # well under Jira's 32 767-char comment limit and ServiceNow's journal limits
-TRUNCATION_NOTE = " [... truncated]"
+TRUNCATION_NOTE = " ... (truncated)"
 MARKER_PREFIX = "itsm-ref:"
 
 # Schemes that turn into clickable links or script when a renderer auto-links them.
-_URL_RE = re.compile(
-    r"\b(?:https?|ftp|file|javascript|data|vbscript|mailto|tel|sms):[^\s<>\"'\]\[|)}]*", re.I
-)
+_URL_RE = re.compile(r"\b(?:https?|ftp|file|javascript|data|vbscript|mailto|tel|sms):[^\s<>\"'\]\[|)}]*", re.I)
 _BLANK_RUN_RE = re.compile(r"\n{3,}")
 # Jira wiki characters that open links/mentions ([ ]), macros ({ }), images (!), tables (|) or effects (~ ^).
 _WIKI_SPECIALS = re.compile(r"([\[\]{}!|~^*_+?#-])")
@@ -150,6 +148,10 @@ def to_jira_wiki_text(
         line = _WIKI_LINE_START.sub(lambda m: m.group(1) + "(" + m.group(2) + ")", line)
         lines.append(_WIKI_SPECIALS.sub(r"\\\1", line))
     out = "\n".join(lines)
+    if len(out) > max_chars:  # escaping can grow the text: bound it again, never ending on a lone backslash
+        out = out[: max(0, max_chars - len(TRUNCATION_NOTE))]
+        trailing = len(out) - len(out.rstrip("\\"))
+        out = (out[:-1] if trailing % 2 else out) + TRUNCATION_NOTE
     if heading:
         out = _WIKI_SPECIALS.sub(r"\\\1", sanitize_text(heading).replace("\\", "/")) + "\n\n" + out
     if footer:
@@ -180,7 +182,5 @@ def note_with_unmapped(note: str | None, unmapped: dict[str, str]) -> str | None
     """Mention labels that have no mapping in the internal note: suggested to the agent, never written."""
     if not unmapped:
         return note
-    lines = [
-        f"Suggested, not applied (no mapping configured): {k} = {v}" for k, v in sorted(unmapped.items())
-    ]
+    lines = [f"Suggested, not applied (no mapping configured): {k} = {v}" for k, v in sorted(unmapped.items())]
     return "\n".join([note, "", *lines]) if note else "\n".join(lines)

@@ -35,6 +35,7 @@ class Recorded:
     at: float
     fault: str | None = None
     status: int | None = None  # None when no response was sent (hang / drop)
+    response: Any = None  # the JSON body the fake answered with
 
     def json(self) -> Any:
         """The request body decoded as JSON."""
@@ -290,7 +291,7 @@ class FakeServer:
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, req: Recorded, reply: Reply) -> None:
         """Write a JSON (or empty) response."""
-        req.status = reply.status
+        req.status, req.response = reply.status, reply.body
         payload = b"" if reply.body is None else json.dumps(reply.body).encode()
         h.send_response(reply.status)
         if payload:
