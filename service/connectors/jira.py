@@ -68,9 +68,7 @@ class JiraWriter:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not settings.base_url or not settings.email or settings.api_token is None:
-            raise ValueError(
-                "Jira write-back needs ITSM_JIRA__BASE_URL, ITSM_JIRA__EMAIL and ITSM_JIRA__API_TOKEN"
-            )
+            raise ValueError("Jira write-back needs ITSM_JIRA__BASE_URL, ITSM_JIRA__EMAIL and ITSM_JIRA__API_TOKEN")
         self.settings = settings
         self.category_label = category_label  # the predicted field written into settings.category_field
         self.http = HttpCaller(
@@ -216,9 +214,7 @@ class JiraWriter:
             found = self.find_markers(issue, tokens, use_jsm=use_jsm)
         if tokens and len(found) == len(tokens):
             ref = found.get("note") or found.get("reply")
-            return WriteOutcome(
-                external_ref=ref, already_done=True, written_fields=written, unmapped_fields=unmapped
-            )
+            return WriteOutcome(external_ref=ref, already_done=True, written_fields=written, unmapped_fields=unmapped)
 
         if edit and not found:  # a found marker means an earlier attempt got past the edit already
             self.http.request("PUT", f"/rest/api/3/issue/{issue}", idempotent=True, json=edit)

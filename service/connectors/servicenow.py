@@ -43,9 +43,7 @@ class ServiceNowOAuth(httpx.Auth):
 
     requires_response_body = True
 
-    def __init__(
-        self, *, token_url: str, client_id: str, client_secret: str, username: str, password: str
-    ) -> None:
+    def __init__(self, *, token_url: str, client_id: str, client_secret: str, username: str, password: str) -> None:
         self._token_url = token_url
         self._form = {
             "grant_type": "password",
@@ -102,9 +100,7 @@ class ServiceNowWriter:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not settings.instance_url or not settings.username or settings.password is None:
-            raise ValueError(
-                "ServiceNow write-back needs ITSM_SERVICENOW__INSTANCE_URL, __USERNAME and __PASSWORD"
-            )
+            raise ValueError("ServiceNow write-back needs ITSM_SERVICENOW__INSTANCE_URL, __USERNAME and __PASSWORD")
         self.settings = settings
         self.category_label = category_label
         auth: httpx.Auth | tuple[str, str]
