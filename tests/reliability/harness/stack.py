@@ -52,6 +52,8 @@ class Stack:
         self._want_db_proxy, self._want_redis_proxy = db_proxy, redis_proxy
         self.extra_env = dict(env or {})
         self.processes: list[Any] = []
+        self.apis: list[ApiProcess] = []
+        self.workers: list[WorkerProcess] = []
         self.database_url = ""
         self.ledger: Ledger | None = None
 
@@ -98,6 +100,7 @@ class Stack:
         """Start an API process (waits for /livez)."""
         proc = ApiProcess(self.env(**env), self.dir / "logs", name=f"api-{len(self.processes)}")
         self.processes.append(proc)
+        self.apis.append(proc)
         return proc.start()
 
     def worker(
@@ -113,7 +116,13 @@ class Stack:
             name=f"worker-{len(self.processes)}",
         )
         self.processes.append(proc)
+        self.workers.append(proc)
         return proc.start()
+
+    @property
+    def url(self) -> str:
+        """Base URL of the first API process."""
+        return self.apis[0].url
 
     def logs(self) -> str:
         """Every service log, for failure messages."""
