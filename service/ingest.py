@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import update
-from sqlalchemy.engine import Engine
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
 
-from service.db import session_scope
 from service.domain.schemas import CanonicalTicket, NormalizedEvent
 from service.domain.tables import EventStatus, InboundEvent, LabelCorrection, Ticket, utcnow
 
-Outcome = Literal["queued", "duplicate", "ignored", "applied", "stale"]
+Outcome = Literal["received", "duplicate", "ignored", "applied", "stale"]
 
 
 @dataclass(frozen=True)
@@ -29,68 +29,78 @@ class StoreResult:
     @property
     def enqueue(self) -> bool:
         """Only new triage events go onto the broker."""
-        return self.outcome == "queued"
+        return self.outcome == "received"
 
 
 def store_event(engine: Engine, event: NormalizedEvent, *, payload: str) -> StoreResult:
-    """Commit the event (and upsert its ticket) once; concurrent copies of one delivery resolve to one row."""
+    """Commit the event (and upsert its ticket) once; concurrent copies of one delivery resolve to one row.
+
+    The hot path is three statements in one transaction (ticket upsert, optional business-key probe, event
+    insert-or-nothing), written in SQLAlchemy Core with ON CONFLICT so PostgreSQL and SQLite both do it atomically.
+    """
     for _attempt in range(3):
         try:
-            with session_scope(engine) as session:
-                return _store(session, event, payload)
+            return _store(engine, event, payload)
         except IntegrityError:
-            # A concurrent request inserted the same delivery or the same new ticket first: look again.
-            continue
-    with session_scope(engine) as session:
-        return _store(session, event, payload)
+            continue  # lost a race on a unique key (e.g. a concurrent first insert): look again
+    return _store(engine, event, payload)
 
 
-def _store(session: Session, event: NormalizedEvent, payload: str) -> StoreResult:
-    existing = session.exec(
-        select(InboundEvent.id, InboundEvent.ticket_id).where(
-            InboundEvent.source == event.source, InboundEvent.delivery_id == event.delivery_id
-        )
-    ).first()
-    if existing is not None:
-        return StoreResult("duplicate", existing[0], existing[1], "delivery already stored")
+def _insert(engine: Engine) -> Any:
+    """The dialect's INSERT construct (both support ON CONFLICT ... RETURNING)."""
+    return pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
 
-    ticket, fresh = _upsert_ticket(session, event.ticket) if event.ticket else (None, True)
-    status, reason = _decide(session, event, fresh)
-    row = InboundEvent(
-        source=event.source,
-        delivery_id=event.delivery_id,
-        event_type=event.event_type[:100],
-        business_key=event.business_key[:300],
-        external_id=event.ticket.external_id if event.ticket else None,
-        ticket_id=ticket.id if ticket else None,
-        status=status,
-        ignored_reason=reason,
-        payload=payload,
-    )
-    session.add(row)
-    session.flush()
-    if status == EventStatus.applied and ticket is not None and ticket.id is not None:
-        for change in event.changes:
-            if change.new != change.old:
-                session.add(
-                    LabelCorrection(
-                        ticket_id=ticket.id,
-                        field=change.field,
-                        old_value=change.old,
-                        new_value=change.new,
-                        author=event.actor,
-                        origin="itsm",
-                        event_id=row.id,
-                    )
+
+class _Duplicate(Exception):
+    """Raised inside the transaction to roll back the ticket upsert of an already-stored delivery."""
+
+
+def _store(engine: Engine, event: NormalizedEvent, payload: str) -> StoreResult:
+    insert = _insert(engine)
+    try:
+        with engine.begin() as conn:
+            ticket_id, fresh = _upsert_ticket(conn, insert, event.ticket) if event.ticket else (None, True)
+            status, reason = _decide(conn, event, fresh)
+            stmt = (
+                insert(_EVENTS)
+                .values(
+                    source=event.source,
+                    delivery_id=event.delivery_id,
+                    event_type=event.event_type[:100],
+                    business_key=event.business_key[:300],
+                    external_id=event.ticket.external_id if event.ticket else None,
+                    ticket_id=ticket_id,
+                    status=status.value,
+                    ignored_reason=reason,
+                    attempts=0,
+                    payload=payload,
+                    received_at=utcnow(),
+                    updated_at=utcnow(),
                 )
-    outcome: Outcome = {"queued": "queued", "applied": "applied"}.get(
-        status, "stale" if reason == "stale" else "ignored"
-    )  # type: ignore[assignment]
-    return StoreResult(outcome, row.id, ticket.id if ticket else None, reason)
+                .on_conflict_do_nothing(index_elements=["source", "delivery_id"])
+                .returning(_EVENTS.c.id)
+            )
+            event_id = conn.execute(stmt).scalar()
+            if event_id is None:
+                raise _Duplicate
+            if status == EventStatus.applied and ticket_id is not None:
+                _add_corrections(conn, event, ticket_id, event_id)
+    except _Duplicate:
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(_EVENTS.c.id, _EVENTS.c.ticket_id).where(
+                    _EVENTS.c.source == event.source, _EVENTS.c.delivery_id == event.delivery_id
+                )
+            ).first()
+        return StoreResult("duplicate", row[0] if row else None, row[1] if row else None, "delivery already stored")
+    outcome: Outcome = "received" if status == EventStatus.received else "applied"
+    if status == EventStatus.ignored:
+        outcome = "stale" if reason == "stale" else "ignored"
+    return StoreResult(outcome, event_id, ticket_id, reason)
 
 
-def _decide(session: Session, event: NormalizedEvent, fresh: bool) -> tuple[EventStatus, str | None]:
-    """Status of the new event row: queued for triage, applied for updates, else ignored with a reason."""
+def _decide(conn: Connection, event: NormalizedEvent, fresh: bool) -> tuple[EventStatus, str | None]:
+    """Status of the new event row: received (to triage), applied (an update), else ignored with a reason."""
     if event.action == "ignore":
         return EventStatus.ignored, event.ignore_reason
     if not fresh and event.action != "triage":
@@ -99,57 +109,74 @@ def _decide(session: Session, event: NormalizedEvent, fresh: bool) -> tuple[Even
         return EventStatus.ignored, "stale"
     if event.action == "update":
         return EventStatus.applied, None
-    same_version = session.exec(
-        select(InboundEvent.id).where(InboundEvent.business_key == event.business_key[:300]).limit(1)
+    same_version = conn.execute(
+        select(_EVENTS.c.id).where(_EVENTS.c.business_key == event.business_key[:300]).limit(1)
     ).first()
     if same_version is not None:
         return EventStatus.ignored, "redelivery of an event already stored under another delivery id"
-    return EventStatus.queued, None
+    return EventStatus.received, None
 
 
-def _upsert_ticket(session: Session, data: CanonicalTicket) -> tuple[Ticket, bool]:
-    """Insert or update the ticket in place; returns (row, fresh) where fresh is False for a stale version."""
-    ticket = session.exec(
-        select(Ticket).where(Ticket.source == data.source, Ticket.external_id == data.external_id).with_for_update()
-    ).first()
-    if ticket is None:
-        ticket = Ticket(source=data.source, external_id=data.external_id, external_key=data.external_key)
-        _apply(ticket, data)
-        session.add(ticket)
-        session.flush()
-        return ticket, True
-    if data.source_version < ticket.source_version:
-        return ticket, False
-    _apply(ticket, data)
-    session.add(ticket)
-    session.flush()
-    return ticket, True
+_TICKETS = Ticket.__table__  # type: ignore[attr-defined]
+_EVENTS = InboundEvent.__table__  # type: ignore[attr-defined]
+_CORRECTIONS = LabelCorrection.__table__  # type: ignore[attr-defined]
 
 
-def _apply(ticket: Ticket, data: CanonicalTicket) -> None:
-    """Copy the canonical fields onto the row."""
-    ticket.external_key = data.external_key
-    ticket.url = data.url
-    ticket.subject = data.subject
-    ticket.body = data.body
-    ticket.body_truncated = data.body_truncated
-    ticket.reporter = data.reporter
-    ticket.priority = data.priority
-    ticket.category = data.category
-    ticket.labels = list(data.labels)
-    ticket.status = data.status
-    ticket.extra = dict(data.extra)
-    ticket.source_version = data.source_version
-    ticket.created_at_source = data.created_at
-    ticket.updated_at_source = data.updated_at
-    ticket.updated_at = utcnow()
+def _upsert_ticket(conn: Connection, insert: Any, data: CanonicalTicket) -> tuple[int, bool]:
+    """Insert or update in place unless the stored version is newer; returns (id, fresh)."""
+    now = utcnow()
+    values = {
+        "source": data.source,
+        "external_id": data.external_id,
+        "external_key": data.external_key,
+        "url": data.url,
+        "subject": data.subject,
+        "body": data.body,
+        "body_truncated": data.body_truncated,
+        "reporter": data.reporter,
+        "priority": data.priority,
+        "category": data.category,
+        "labels": list(data.labels),
+        "extra": dict(data.extra),
+        "status": data.status,
+        "source_version": data.source_version,
+        "created_at_source": data.created_at,
+        "updated_at_source": data.updated_at,
+        "flags": [],
+        "created_at": now,
+        "updated_at": now,
+    }
+    stmt = insert(_TICKETS).values(**values)
+    keep = {"source", "external_id", "flags", "created_at"}  # identity, pipeline flags and first-seen stay
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["source", "external_id"],
+        set_={name: stmt.excluded[name] for name in values if name not in keep},
+        where=_TICKETS.c.source_version <= stmt.excluded.source_version,
+    ).returning(_TICKETS.c.id)
+    ticket_id = conn.execute(stmt).scalar()
+    if ticket_id is not None:
+        return int(ticket_id), True
+    stale = conn.execute(
+        select(_TICKETS.c.id).where(_TICKETS.c.source == data.source, _TICKETS.c.external_id == data.external_id)
+    ).scalar_one()
+    return int(stale), False
 
 
-def mark_unqueued(engine: Engine, event_id: int, error: str) -> None:
-    """The broker refused the task: leave the event `received` so the sweeper enqueues it later."""
-    with session_scope(engine) as session:
-        session.execute(
-            update(InboundEvent)
-            .where(InboundEvent.id == event_id, InboundEvent.status == EventStatus.queued)  # type: ignore[arg-type]
-            .values(status=EventStatus.received, last_error=error[:2000], updated_at=utcnow())
-        )
+def _add_corrections(conn: Connection, event: NormalizedEvent, ticket_id: int, event_id: int) -> None:
+    """A person changed a field we predict: keep it as a label correction (training signal)."""
+    rows = [
+        {
+            "ticket_id": ticket_id,
+            "field": c.field,
+            "old_value": c.old,
+            "new_value": c.new,
+            "author": event.actor,
+            "origin": "itsm",
+            "event_id": event_id,
+            "created_at": utcnow(),
+        }
+        for c in event.changes
+        if c.new != c.old
+    ]
+    if rows:
+        conn.execute(_CORRECTIONS.insert(), rows)

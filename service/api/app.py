@@ -11,10 +11,10 @@ from fastapi import FastAPI
 from sqlalchemy.engine import Engine
 
 from service import __version__
-from service.api.broker import BrokerGate
 from service.api.metrics import ApiMetrics
 from service.api.middleware import RequestIdMiddleware
 from service.api.problems import install_problem_handlers
+from service.api.relay import EnqueueRelay
 from service.api.routes import health, webhooks
 from service.db import make_engine
 from service.domain.ports import WebhookParser
@@ -39,8 +39,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None, celery: Cele
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        app.state.relay.start()
         log.info("api_started", version=__version__, sources=sorted(app.state.parsers))
         yield
+        app.state.relay.stop()
         if own_engine:
             engine.dispose()
 
@@ -55,7 +57,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, celery: Cele
     app.state.engine = engine
     app.state.celery = celery
     app.state.metrics = metrics
-    app.state.broker = BrokerGate(celery, metrics)
+    app.state.relay = EnqueueRelay(celery, engine, metrics)
     app.state.parsers = make_parsers(settings)
     install_problem_handlers(app)
     app.include_router(health.router)

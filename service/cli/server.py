@@ -23,7 +23,17 @@ def register(group: click.Group) -> None:
     group.add_command(db)
 
 
-def _serve_api(settings: Settings, host: str, port: int, *, workers: int = 1) -> None:
+# One place for the server settings, so bench/ingest.py runs its bare baseline under exactly the same ones.
+UVICORN_OPTIONS: dict[str, object] = {
+    "log_config": None,
+    "access_log": False,
+    "timeout_keep_alive": 5,
+    "timeout_graceful_shutdown": 10,
+    "limit_concurrency": 2048,
+}
+
+
+def _serve_api(settings: Settings, host: str, port: int) -> None:
     """Run uvicorn on the app (migrating first unless disabled)."""
     import uvicorn
 
@@ -34,16 +44,7 @@ def _serve_api(settings: Settings, host: str, port: int, *, workers: int = 1) ->
     configure_logging(settings)
     if settings.api.migrate_on_start:
         upgrade(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=10,
-        limit_concurrency=2048,
-    )
+    uvicorn.run(create_app(settings), host=host, port=port, **UVICORN_OPTIONS)  # type: ignore[arg-type]
 
 
 @click.command()

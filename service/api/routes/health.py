@@ -29,7 +29,7 @@ def _ping(engine: Engine) -> None:
 async def readyz(request: Request) -> JSONResponse:
     """Ready when the database answers; a broker outage shows in the body but never fails readiness."""
     state = request.app.state
-    broker = "ok" if state.broker.healthy else f"degraded: {state.broker.last_error}"
+    broker = "ok" if state.relay.healthy else f"degraded: {state.relay.last_error}"
     try:
         await asyncio.wait_for(run_in_threadpool(_ping, state.engine), timeout=2.0)
     except Exception as exc:  # noqa: BLE001  (any failure to reach the database means not ready)

@@ -17,7 +17,7 @@ from service.api.body import decode_json, read_limited
 from service.api.problems import Problem
 from service.domain.errors import InvalidPayload, InvalidSignature
 from service.domain.ports import WebhookParser
-from service.ingest import StoreResult, mark_unqueued, store_event
+from service.ingest import StoreResult, store_event
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -62,10 +62,8 @@ async def receive_webhook(source: str, request: Request) -> JSONResponse:
         result = await _store(request, event, raw.decode("utf-8"))
         outcome = result.outcome
         if result.enqueue and result.event_id is not None:
-            error = await run_in_threadpool(state.broker.publish_triage, result.event_id)
-            if error is not None:
-                outcome = "stored_unqueued"
-                await run_in_threadpool(mark_unqueued, state.engine, result.event_id, error)
+            state.relay.submit(result.event_id)  # committed already; publishing happens off the request path
+            outcome = "accepted"
         log.info(
             "webhook_received",
             source=source,

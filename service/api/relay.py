@@ -1,0 +1,118 @@
+"""The enqueue relay: publishes committed events to the broker off the request path.
+
+A webhook is acknowledged once its event row is committed (status `received`). This thread publishes the
+triage task by name and then marks the rows `queued`, in batches. When the broker is down the rows simply
+stay `received` and the sweeper enqueues them later, so a broker outage never slows or fails an ack. If the
+process dies with ids still in memory, those rows are `received` too: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import structlog
+from celery import Celery
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+
+from service.api.metrics import ApiMetrics
+from service.db import session_scope
+from service.domain.tables import EventStatus, InboundEvent, utcnow
+from service.queue import TRIAGE_EVENT_TASK, enqueue
+
+log = structlog.get_logger(__name__)
+
+_BATCH = 200
+
+
+class EnqueueRelay:
+    """A daemon thread draining event ids to the broker, with a cool-down after a failed publish."""
+
+    def __init__(self, celery: Celery, engine: Engine, metrics: ApiMetrics, *, cooldown_s: float = 5.0) -> None:
+        self._celery = celery
+        self._engine = engine
+        self._metrics = metrics
+        self._cooldown_s = cooldown_s
+        self._ids: queue.Queue[int | None] = queue.Queue(maxsize=100_000)
+        self._open_until = 0.0
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """False while publishing is paused after a broker failure."""
+        return time.monotonic() >= self._open_until
+
+    def start(self) -> None:
+        """Start the publishing thread (idempotent)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="enqueue-relay", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Publish what is pending (bounded by timeout_s), then stop."""
+        if self._thread is not None:
+            self._ids.put(None)
+            self._thread.join(timeout=timeout_s)
+            self._thread = None
+
+    def submit(self, event_id: int) -> None:
+        """Hand a committed event to the relay; never blocks the request (a full queue leaves it to the sweeper)."""
+        try:
+            self._ids.put_nowait(event_id)
+        except queue.Full:
+            log.warning("relay_queue_full", event_id=event_id)
+
+    def _run(self) -> None:
+        while True:
+            first = self._ids.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < _BATCH:
+                try:
+                    item = self._ids.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._publish(batch)
+            if stop:
+                return
+
+    def _publish(self, batch: list[int]) -> None:
+        """Publish each id; mark the published ones `queued` in one UPDATE."""
+        published: list[int] = []
+        for event_id in batch:
+            if not self.healthy:
+                break  # stays `received`: the sweeper enqueues it when the broker is back
+            try:
+                enqueue(self._celery, TRIAGE_EVENT_TASK, event_id)
+            except Exception as exc:  # noqa: BLE001  (kombu raises many types: OperationalError, OSError, ...)
+                self._open_until = time.monotonic() + self._cooldown_s
+                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                self._metrics.broker_up.set(0)
+                self._metrics.enqueue_failures.inc()
+                log.warning("enqueue_failed", event_id=event_id, error=self.last_error)
+                break
+            published.append(event_id)
+        if published:
+            self._metrics.broker_up.set(1)
+            self._mark_queued(published)
+
+    def _mark_queued(self, ids: list[int]) -> None:
+        """received -> queued (conditional: a worker may already have claimed the row)."""
+        try:
+            with session_scope(self._engine) as session:
+                session.execute(
+                    update(InboundEvent)
+                    .where(InboundEvent.id.in_(ids), InboundEvent.status == EventStatus.received)  # type: ignore[union-attr,arg-type]
+                    .values(status=EventStatus.queued, updated_at=utcnow())
+                )
+        except Exception as exc:  # noqa: BLE001  (the rows stay `received`; the sweeper re-enqueues, workers dedupe)
+            log.warning("relay_mark_failed", count=len(ids), error=type(exc).__name__)
