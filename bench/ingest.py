@@ -27,9 +27,9 @@ from sqlalchemy import create_engine, func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.loadgen import Result, build_request, closed_loop, open_loop  # noqa: E402
-from service.domain.tables import InboundEvent  # noqa: E402
-from service.samples import as_new_ticket, load_sample, make_delivery  # noqa: E402
+from bench.loadgen import Result, build_request, closed_loop, open_loop
+from service.domain.tables import InboundEvent
+from service.samples import as_new_ticket, load_sample, make_delivery
 
 SECRET = "bench-jira-secret"
 REDIS_URL = "redis://127.0.0.1:6379/12"
