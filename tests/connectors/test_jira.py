@@ -14,6 +14,7 @@ from service.domain.render import marker_token
 from service.domain.schemas import WriteBack
 from service.settings import JiraSettings, Settings
 from tests.fakes import FakeJira
+from tests.fakes.fake_jira import FakeComment
 
 MODES = ["servicedeskapi", "property"]
 
@@ -212,8 +213,8 @@ def test_note_and_reply_in_one_write_are_checked_separately(fake_jira: FakeJira)
 
 def test_marker_search_pages_through_many_comments(fake_jira: FakeJira) -> None:
     w = writer(fake_jira)
-    for i in range(250):
-        w.write(reply(key=f"filler-{i}", public_reply=f"filler {i}"))
+    issue = fake_jira.issue("10231")
+    issue.comments += [FakeComment(str(i), True, "jsm", text=f"filler {i}") for i in range(250)]  # seeded directly
     w.write(triage(key="late"))
     before = len(fake_jira.requests)
     assert w.write(triage(key="late", check_existing=True)).already_done

@@ -85,7 +85,8 @@ class FakeServer:
 
     name = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, *, port: int = 0) -> None:
+        self.port = port  # 0: a free port
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
@@ -118,7 +119,7 @@ class FakeServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
         self._server.daemon_threads = True
         server = self._server
         self._thread = threading.Thread(

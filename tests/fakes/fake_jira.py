@@ -90,8 +90,10 @@ class FakeJira(FakeServer):
 
     name = "fake-jira"
 
-    def __init__(self, *, email: str = "itsm-bot@acme.example", api_token: str = "test-jira-api-token") -> None:
-        super().__init__()
+    def __init__(
+        self, *, email: str = "itsm-bot@acme.example", api_token: str = "test-jira-api-token", port: int = 0
+    ) -> None:
+        super().__init__(port=port)
         self.email, self.api_token = email, api_token
         self.auto_create_issues = False  # True: any unknown id/key springs into existence (benchmarks)
         self.components = list(DEFAULT_COMPONENTS)
@@ -313,10 +315,11 @@ class FakeJira(FakeServer):
         issue.properties[m["prop"]] = req.json()
         return Reply(200 if existed else 201)
 
-    def _jsm_json(self, c: FakeComment) -> dict[str, Any]:
+    def _jsm_json(self, issue: FakeIssue, c: FakeComment) -> dict[str, Any]:
         """A JSM CommentDTO as the fixture shows it."""
         out = copy.deepcopy(_load("jsm_request_comment_response_201.json"))
         out.update(id=c.id, body=c.plain, public=c.public)
+        out["_links"]["self"] = f"{self.url}/rest/servicedeskapi/request/{issue.id}/comment/{c.id}"
         out["author"].update(accountId=BOT_ACCOUNT_ID, displayName="ITSM Triage Bot", emailAddress=self.email)
         return out
 
@@ -336,7 +339,7 @@ class FakeJira(FakeServer):
                 "start": start,
                 "limit": limit,
                 "isLastPage": start + limit >= len(chosen),
-                "values": [self._jsm_json(c) for c in page],
+                "values": [self._jsm_json(issue, c) for c in page],
             },
         )
 
@@ -358,4 +361,4 @@ class FakeJira(FakeServer):
                 },
             )
         c = self._store_comment(issue, FakeComment(str(next(self._ids)), body["public"], "jsm", text=body["body"]))
-        return Reply(201, self._jsm_json(c))
+        return Reply(201, self._jsm_json(issue, c))

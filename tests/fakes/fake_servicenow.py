@@ -86,8 +86,9 @@ class FakeServiceNow(FakeServer):
         password: str = "test-sn-password",
         client_id: str = "test-client-id",
         client_secret: str = "test-client-secret",
+        port: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(port=port)
         self.username, self.password = username, password
         self.client_id, self.client_secret = client_id, client_secret
         self.tokens: set[str] = set()
