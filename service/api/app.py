@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 import structlog
 from celery import Celery
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 
 from service import __version__
+from service.api.identity import resolve_jira_account_id
 from service.api.metrics import ApiMetrics
 from service.api.middleware import RequestIdMiddleware
 from service.api.problems import install_problem_handlers
@@ -40,6 +42,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None, celery: Cele
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         app.state.relay.start()
+        jira = app.state.parsers["jira"]
+        if isinstance(jira, JiraWebhookParser) and not settings.jira.account_id:
+            jira.set_own_account(await run_in_threadpool(resolve_jira_account_id, settings))
         log.info("api_started", version=__version__, sources=sorted(app.state.parsers))
         yield
         app.state.relay.stop()

@@ -308,3 +308,22 @@ def test_metrics_count_webhooks_by_source_and_outcome(api: Api) -> None:
     assert 'itsm_webhooks_total{outcome="duplicate",source="jira"} 1.0' in text
     assert 'itsm_webhooks_total{outcome="invalid_signature",source="jira"} 1.0' in text
     assert "itsm_webhook_ack_seconds_bucket" in text
+
+
+def test_own_account_is_looked_up_with_myself_when_not_configured(settings: Settings, fake_jira) -> None:
+    jira = settings.jira.model_validate({**settings.jira.model_dump(), "account_id": None, **fake_jira.settings()})
+    unset = settings.model_copy(update={"jira": jira})
+    bot_comment = json.loads(fixture_bytes("jira_comment_created_internal_by_bot.json"))
+    bot_comment["comment"]["author"]["accountId"] = fake_jira_bot_id(fake_jira)
+    delivery = make_delivery(bot_comment, secret=JIRA_SECRET)
+    with TestClient(create_app(unset)) as client:
+        response = client.post(delivery.path, content=delivery.body, headers=delivery.headers)
+    assert response.json()["reason"] == "own_echo"
+    assert len(fake_jira.requests_to("GET", "/myself$")) == 2  # ours at start-up, and the test's own
+
+
+def fake_jira_bot_id(fake_jira) -> str:
+    """The account id the fake's /myself reports."""
+    return httpx.get(f"{fake_jira.url}/rest/api/3/myself", auth=(fake_jira.email, fake_jira.api_token)).json()[
+        "accountId"
+    ]
