@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from service.connectors._http import HttpCaller, json_body
+from service.domain.errors import PermanentUpstream
 from service.domain.render import marker_token, note_with_unmapped, to_servicenow_journal
 from service.domain.schemas import WriteBack, WriteOutcome
 from service.settings import ServiceNowSettings
@@ -169,6 +170,14 @@ class ServiceNowWriter:
 
     def find_markers(self, sys_id: str, tokens: dict[str, str]) -> set[str]:
         """Parts whose marker already appears in the incident's work notes or comments."""
+        found = self._markers_in_display_values(sys_id, tokens)
+        missing = {part: token for part, token in tokens.items() if part not in found}
+        if missing:
+            found |= self._markers_in_journal_table(sys_id, missing)
+        return found
+
+    def _markers_in_display_values(self, sys_id: str, tokens: dict[str, str]) -> set[str]:
+        """Look in the incident's journal display values (sysparm_display_value=true lists every entry)."""
         resp = self.http.request(
             "GET",
             f"/api/now/table/incident/{sys_id}",
@@ -184,6 +193,28 @@ class ServiceNowWriter:
             if token in str(journal):
                 found.add(part)
         return found
+
+    def _markers_in_journal_table(self, sys_id: str, tokens: dict[str, str]) -> set[str]:
+        """Second look in sys_journal_field, where entries are stored (display values are [unverified])."""
+        likes = "^OR".join(f"valueLIKE{token}" for token in tokens.values())
+        try:
+            resp = self.http.request(
+                "GET",
+                "/api/now/table/sys_journal_field",
+                idempotent=True,
+                params={
+                    "sysparm_query": f"element_id={sys_id}^elementINwork_notes,comments^{likes}",
+                    "sysparm_fields": "element,value",
+                    "sysparm_limit": 20,
+                },
+            )
+        except PermanentUpstream as exc:
+            if exc.status in (403, 404):  # no ACL on the journal table: the display-value look must do
+                return set()
+            raise
+        rows = (json_body(resp) or {}).get("result") or []
+        texts = [str(row.get("value", "")) for row in rows if isinstance(row, dict)]
+        return {part for part, token in tokens.items() if any(token in text for text in texts)}
 
     def write(self, action: WriteBack) -> WriteOutcome:
         """PATCH fields, work note and/or customer comment in one request; skip parts already written."""

@@ -1,9 +1,10 @@
 """Every request the connectors send (and every answer the fakes give) checked against the contract specs.
 
 Specs: the Jira platform subset (official shapes), the JSM request-comment and ServiceNow incident UNOFFICIAL
-specs. Each recorded request must hit a documented path and method, use only documented query parameters, and
-carry a body valid against the operation's request schema; 2xx answers of the fakes must match the response
-schema, so the fakes cannot drift from the contracts the connectors are written against.
+specs, and the instance-exported ServiceNow Table API (no schemas: paths and query parameters only). Each
+recorded request must hit a documented path and method, use only documented query parameters, and carry a body
+valid against the operation's request schema; 2xx answers of the fakes must match the response schema, so the
+fakes cannot drift from the contracts the connectors are written against.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from tests.fakes.fake_servicenow import SEED_SYS_ID
 
 SPECS = SHARED / "contracts" / "specs"
 JIRA_SPECS = ("jira-platform-subset.openapi.json", "jsm-request-comment.UNOFFICIAL.openapi.json")
-SN_SPECS = ("servicenow-table-incident.UNOFFICIAL.openapi.json",)
+SN_SPECS = (
+    "servicenow-table-incident.UNOFFICIAL.openapi.json",  # incident paths first: they carry schemas
+    "servicenow-table-api.exported.openapi.json",  # the instance export: any table (sys_journal_field)
+)
 HOSTILE = "Reset it [~accountid:5b10a2844c20165700ede21g] {html}<b>x</b>{html} !https://x/y.png!"
 
 
@@ -113,4 +117,4 @@ def test_servicenow_traffic_matches_the_incident_spec(fake_servicenow: FakeServi
     w.write(WriteBack(kind="reply", idempotency_key="r", public_reply=HOSTILE, check_existing=True, **base))
     w.write(WriteBack(kind="reply", idempotency_key="r", public_reply=HOSTILE, check_existing=True, **base))
     # The OAuth token endpoint is not part of the Table API spec (README section 3.4 documents it).
-    assert _check_traffic(fake_servicenow, SN_SPECS, skip=r"^/oauth_token\.do$") == 4
+    assert _check_traffic(fake_servicenow, SN_SPECS, skip=r"^/oauth_token\.do$") == 5

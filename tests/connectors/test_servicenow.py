@@ -182,3 +182,27 @@ def test_fields_only_patch_is_idempotent_so_a_timeout_is_plain_transient(fake_se
     with pytest.raises(TransientUpstream) as info:
         writer(fake_servicenow).write(triage(kind="correction", fields={"priority": "P4"}, note=None))
     assert type(info.value) is TransientUpstream
+
+
+def test_marker_is_found_in_sys_journal_field_when_display_values_hide_journals(
+    fake_servicenow: FakeServiceNow,
+) -> None:
+    fake_servicenow.journal_in_display_value = False  # an instance whose display value omits journal text
+    w = writer(fake_servicenow)
+    fake_servicenow.drop_after_write_next(method="PATCH")
+    with pytest.raises(OutcomeUnknown):
+        w.write(triage())
+    assert w.write(triage(check_existing=True)).already_done
+    assert len(fake_servicenow.incident(SEED_SYS_ID).work_notes) == 1
+    [look] = fake_servicenow.requests_to("GET", r"/sys_journal_field$")
+    assert look.param("sysparm_query") == (
+        f"element_id={SEED_SYS_ID}^elementINwork_notes,comments^valueLIKE{marker_token('d-1', 'note')}"
+    )
+
+
+def test_no_acl_on_the_journal_table_falls_back_to_the_display_value_answer(fake_servicenow: FakeServiceNow) -> None:
+    fake_servicenow.fail_next(
+        403, method="GET", path=r"/sys_journal_field$", body=fixture_json("servicenow_error_403_acl.json")
+    )
+    out = writer(fake_servicenow).write(triage(check_existing=True))  # nothing written yet: it must write now
+    assert not out.already_done and len(fake_servicenow.incident(SEED_SYS_ID).work_notes) == 1

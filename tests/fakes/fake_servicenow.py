@@ -93,10 +93,12 @@ class FakeServiceNow(FakeServer):
         self.client_id, self.client_secret = client_id, client_secret
         self.tokens: set[str] = set()
         self.auto_create_incidents = False
+        self.journal_in_display_value = True  # False: GET ...?sysparm_display_value=true shows no journal text
         self.incidents: dict[str, FakeIncident] = {}
         self.add_incident(SEED_SYS_ID, number="INC0010042")
         table = r"/api/now(?:/v[12])?/table/(?P<table>[^/]+)"
         self.route("POST", r"/oauth_token\.do", self._token)
+        self.route("GET", r"/api/now(?:/v[12])?/table/sys_journal_field", self._journal)
         self.route("GET", table, self._list)
         self.route("GET", table + r"/(?P<sys_id>[^/]+)", self._get)
         self.route("PATCH", table + r"/(?P<sys_id>[^/]+)", self._update)
@@ -194,6 +196,7 @@ class FakeServiceNow(FakeServer):
         for element, label in JOURNALS.items():
             entries = [e for e in reversed(inc.journal) if e.element == element]
             text = "".join(f"{e.created_on} - {e.created_by} ({label})\n{e.value}\n\n" for e in entries)
+            text = text if self.journal_in_display_value else ""
             out[element] = (
                 {"display_value": text, "value": ""} if display == "all" else (text if display == "true" else "")
             )
@@ -224,6 +227,25 @@ class FakeServiceNow(FakeServer):
         limit = int(req.param("sysparm_limit") or 10000)
         result = [self._render(i, req) for i in rows[:limit]]
         return Reply(200, {"result": result}, {"X-Total-Count": str(len(rows))})
+
+    def _journal(self, req: Recorded, m: re.Match[str]) -> Reply:
+        """sys_journal_field rows matching element_id=, elementIN and valueLIKE (^OR) conditions."""
+        element_id, elements, likes = None, set(JOURNALS), []
+        for cond in (req.param("sysparm_query") or "").split("^"):
+            cond = cond.removeprefix("OR")
+            if cond.startswith("element_id="):
+                element_id = cond.split("=", 1)[1]
+            elif cond.startswith("elementIN"):
+                elements = set(cond.removeprefix("elementIN").split(","))
+            elif cond.startswith("valueLIKE"):
+                likes.append(cond.removeprefix("valueLIKE"))
+        inc = self.incidents.get(element_id or "")
+        entries = [e for e in (inc.journal if inc else []) if e.element in elements]
+        entries = [e for e in entries if not likes or any(like in e.value for like in likes)]
+        limit = int(req.param("sysparm_limit") or 10000)
+        rows = [{"element": e.element, "value": e.value, "element_id": element_id, "name": "incident",
+                 "sys_created_by": e.created_by, "sys_created_on": e.created_on} for e in entries[:limit]]  # fmt: skip
+        return Reply(200, {"result": rows})
 
     def _update(self, req: Recorded, m: re.Match[str]) -> Reply:
         found = self._find(m["table"], m["sys_id"])
