@@ -26,8 +26,11 @@ from service.settings import Settings
 ROLES = ("viewer", "agent", "admin")
 PASSWORD = "correct horse battery"
 PREDICTIONS = {
-    "queue": {"label": "Network", "confidence": 0.82,
-              "probabilities": {"Network": 0.82, "Access": 0.1, "Hardware": 0.08}},
+    "queue": {
+        "label": "Network",
+        "confidence": 0.82,
+        "probabilities": {"Network": 0.82, "Access": 0.1, "Hardware": 0.08},
+    },
     "priority": {"label": "P3", "confidence": 0.55, "probabilities": {"P2": 0.3, "P3": 0.55, "P4": 0.15}},
 }
 
@@ -70,13 +73,26 @@ def seed_suggestion(
     with Session(engine, expire_on_commit=False) as s:
         n = len(s.exec(select(Ticket.id)).all()) + 1
         key = key or f"SUP-{n}"
-        ticket = Ticket(source=source, external_id=f"{10000 + n}", external_key=key, subject=subject, body=body,
-                        url=f"https://example.atlassian.net/browse/{key}", reporter="alice@example.com")
+        ticket = Ticket(
+            source=source,
+            external_id=f"{10000 + n}",
+            external_key=key,
+            subject=subject,
+            body=body,
+            url=f"https://example.atlassian.net/browse/{key}",
+            reporter="alice@example.com",
+        )
         s.add(ticket)
         s.flush()
         assert ticket.id is not None
-        triage = Triage(ticket_id=ticket.id, source_version=1, predictions=predictions or PREDICTIONS,
-                        decisions={"queue": "auto", "priority": "suggest"}, draft_reply=draft, model_version="test")
+        triage = Triage(
+            ticket_id=ticket.id,
+            source_version=1,
+            predictions=predictions or PREDICTIONS,
+            decisions={"queue": "auto", "priority": "suggest"},
+            draft_reply=draft,
+            model_version="test",
+        )
         s.add(triage)
         s.flush()
         assert triage.id is not None
@@ -100,18 +116,32 @@ class Accounts:
         return {} if who == "anon" else {"Authorization": f"Bearer {self.tokens[who]}"}
 
 
-def add_user(engine: Engine, username: str, role: str, *, password: str | None = None, disabled: bool = False,
-             token_expires: datetime | None = None) -> str:
+def add_user(
+    engine: Engine,
+    username: str,
+    role: str,
+    *,
+    password: str | None = None,
+    disabled: bool = False,
+    token_expires: datetime | None = None,
+) -> str:
     """Create a user (optionally with a password) and an API token; return the token."""
     token = new_api_token()
     with Session(engine) as s:
-        user = User(username=username, role=role, disabled=disabled,
-                    password_hash=hash_password(password) if password else None)
+        user = User(
+            username=username, role=role, disabled=disabled, password_hash=hash_password(password) if password else None
+        )
         s.add(user)
         s.flush()
         assert user.id is not None
-        s.add(ApiToken(user_id=user.id, token_hash=hash_api_token(token), name="test",
-                       expires_at=token_expires or datetime.now(UTC) + timedelta(days=1)))
+        s.add(
+            ApiToken(
+                user_id=user.id,
+                token_hash=hash_api_token(token),
+                name="test",
+                expires_at=token_expires or datetime.now(UTC) + timedelta(days=1),
+            )
+        )
         s.commit()
     return token
 
@@ -121,8 +151,7 @@ def accounts(engine: Engine) -> Accounts:
     """viewer / agent / admin, a disabled admin, and an admin whose token expired an hour ago."""
     tokens = {role: add_user(engine, role, role) for role in ROLES}
     tokens["disabled"] = add_user(engine, "disabled", "admin", disabled=True)
-    tokens["expired"] = add_user(engine, "expired", "admin",
-                                 token_expires=datetime.now(UTC) - timedelta(hours=1))
+    tokens["expired"] = add_user(engine, "expired", "admin", token_expires=datetime.now(UTC) - timedelta(hours=1))
     return Accounts(tokens)
 
 
