@@ -1,12 +1,14 @@
-"""The `config` and `secrets` parts of the chart's values.schema.json, generated from Settings.
+"""The Settings-derived parts of the chart: values.schema.json's `config`/`secrets` and the README's tables.
 
-`python -m tests.deploy.chart_schema` rewrites those two parts in place (the rest of the schema, which covers the
-Kubernetes knobs, is maintained by hand); the tests fail when the committed file differs from what this produces.
+`python -m tests.deploy.chart_schema` rewrites those parts in place (the rest of the schema and README, which cover
+the Kubernetes knobs, is maintained by hand); the tests fail when the committed files differ from what this makes.
+values.yaml itself is edited by hand (it carries comments): the tests name any key it lacks.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,10 +16,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, TypeAdapter
 
 from service.settings import Settings
-from tests.deploy.settings_walk import group_model, is_secret
+from tests.deploy.settings_walk import CHART_OVERRIDES, group_model, is_secret, leaves
 
 CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "itsm-triage"
 SCHEMA_PATH = CHART_DIR / "values.schema.json"
+README_PATH = CHART_DIR / "README.md"
 # Keywords that only annotate: dropped so the schema stays small and stable across pydantic versions.
 _NOISE = {"title", "writeOnly", "format", "default"}
 
@@ -81,10 +84,53 @@ def render_schema(current: dict[str, Any]) -> str:
     return json.dumps(updated, indent=2) + "\n"
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|")
+
+
+def readme_tables() -> dict[str, str]:
+    """The README's `config` and `secrets` reference tables, keyed by their marker name."""
+    config = ["| Key | Variable | Default | Description |", "| --- | --- | --- | --- |"]
+    secrets = ["| Key | Secret key / variable | Description |", "| --- | --- | --- |"]
+    for leaf in leaves():
+        key = ".".join(leaf.values_path)
+        if leaf.secret:
+            secrets.append(f"| `{key}` | `{leaf.env}` | {_cell(leaf.description)} |")
+            continue
+        default = json.dumps(
+            CHART_OVERRIDES.get(leaf.path, TypeAdapter(leaf.annotation).dump_python(leaf.default, mode="json"))
+        )
+        shown = "see values.yaml" if len(default) > 40 else f"`{_cell(default)}`"
+        if leaf.path in CHART_OVERRIDES:
+            shown += " (chart)"
+        config.append(f"| `{key}` | `{leaf.env}` | {shown} | {_cell(leaf.description)} |")
+    return {"settings-config": "\n".join(config), "settings-secrets": "\n".join(secrets)}
+
+
+def _marked(name: str) -> re.Pattern[str]:
+    """The README region between <!-- name:start --> and <!-- name:end -->."""
+    return re.compile(rf"(<!-- {name}:start -->\n)(.*?)(\n<!-- {name}:end -->)", re.S)
+
+
+def readme_regions(text: str) -> dict[str, str]:
+    """The committed content of each generated README region."""
+    found = {name: _marked(name).search(text) for name in readme_tables()}
+    return {name: match.group(2) if match else "" for name, match in found.items()}
+
+
+def render_readme(text: str) -> str:
+    """The README with its generated regions refreshed."""
+    for name, table in readme_tables().items():
+        text = _marked(name).sub(lambda m, table=table: m.group(1) + table + m.group(3), text)
+    return text
+
+
 def main() -> int:
-    """Rewrite the Settings-derived sections of values.schema.json."""
+    """Rewrite the Settings-derived sections of values.schema.json and README.md."""
     SCHEMA_PATH.write_text(render_schema(json.loads(SCHEMA_PATH.read_text())))
-    print(f"wrote {SCHEMA_PATH}")
+    README_PATH.write_text(render_readme(README_PATH.read_text()))
+    print(f"wrote {SCHEMA_PATH} and {README_PATH}")
     return 0
 
 

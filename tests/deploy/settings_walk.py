@@ -16,6 +16,13 @@ ENV_PREFIX = "ITSM_"
 NESTED_DELIMITER = "__"
 # URLs that embed credentials (user:password@host) travel in the Secret although they are plain strings.
 CREDENTIAL_URLS = frozenset({("database_url",), ("broker_url",)})
+# Defaults the chart changes on purpose (marked "[chart override]" in values.yaml and "(chart)" in the README).
+CHART_OVERRIDES: dict[tuple[str, ...], Any] = {
+    ("var_dir",): "/var/lib/itsm-triage",  # an emptyDir: the root filesystem is read-only
+    ("model", "cache_dir"): "/opt/itsm-triage/models",  # baked into the worker image by Dockerfile.worker
+    ("api", "migrate_on_start"): False,  # the pre-install/pre-upgrade hook Job migrates
+    ("worker", "metrics_port"): 9100,  # every worker pod serves /metrics (scraped by the PodMonitor)
+}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from tests.deploy.chart import (
     render,
     validate_manifest,
 )
-from tests.deploy.chart_schema import SCHEMA_PATH, settings_sections
+from tests.deploy.chart_schema import README_PATH, SCHEMA_PATH, readme_regions, readme_tables, settings_sections
 
 SETS = sorted(VALUE_SETS)
 
@@ -124,12 +124,18 @@ def test_existing_secret_makes_database_url_optional() -> None:
 def test_values_schema_mirrors_settings() -> None:
     """values.schema.json's config/secrets sections are exactly what Settings generates.
 
-    After changing Settings run `python -m tests.deploy.chart_schema` and add the key to values.yaml and README.
+    After changing Settings run `python -m tests.deploy.chart_schema` (schema + README tables) and add the key to
+    values.yaml.
     """
     committed = json.loads(SCHEMA_PATH.read_text())["properties"]
     generated = settings_sections()
     assert committed["config"] == generated["config"]
     assert committed["secrets"] == generated["secrets"]
+
+
+def test_readme_settings_tables_mirror_settings() -> None:
+    """The README's config/secrets tables are generated from Settings (descriptions and defaults included)."""
+    assert readme_regions(README_PATH.read_text()) == readme_tables()
 
 
 def test_default_values_pass_the_schema() -> None:

@@ -12,16 +12,9 @@ from pydantic import BaseModel, SecretStr, TypeAdapter
 
 from service.settings import Settings
 from tests.deploy.chart import CHART_DIR, VALUE_SETS, containers, name_of, render
-from tests.deploy.settings_walk import Leaf, group_model, leaves
+from tests.deploy.settings_walk import CHART_OVERRIDES, Leaf, group_model, leaves
 
 VALUES_YAML = CHART_DIR / "values.yaml"
-# Defaults the chart changes on purpose (documented in values.yaml as "[chart override]" and in the README).
-CHART_OVERRIDES: dict[tuple[str, ...], Any] = {
-    ("var_dir",): "/var/lib/itsm-triage",  # an emptyDir: the root filesystem is read-only
-    ("model", "cache_dir"): "/opt/itsm-triage/models",  # baked into the worker image by Dockerfile.worker
-    ("api", "migrate_on_start"): False,  # the pre-install/pre-upgrade hook Job migrates
-    ("worker", "metrics_port"): 9100,  # every worker pod serves /metrics (scraped by the PodMonitor)
-}
 
 
 def raw_values() -> dict[str, Any]:
@@ -56,7 +49,7 @@ def _sample(leaf: Leaf) -> Any:
     if default not in (None, {}, []):
         return default
     # Unset optionals and empty maps get content, which proves they travel intact.
-    candidates = (
+    candidates: tuple[Any, ...] = (
         f"https://sample.example/{leaf.path[-1]}",
         7,
         True,

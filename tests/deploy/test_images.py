@@ -67,7 +67,12 @@ def _assignments(args: str, scope: dict[str, str]) -> dict[str, str]:
             out[name] = scope.get(name, "")
             continue
         known = {**scope, **out}
-        out[name] = re.sub(r"\$\{?(\w+)\}?", lambda m, known=known: known.get(m.group(1), m.group(0)), value)
+
+        def expand(match: re.Match[str], known: dict[str, str] = known) -> str:
+            """One $NAME reference, left as written when unknown."""
+            return known.get(match.group(1), match.group(0))
+
+        out[name] = re.sub(r"\$\{?(\w+)\}?", expand, value)
     return out
 
 
