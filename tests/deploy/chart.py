@@ -21,7 +21,8 @@ CHART_DIR = REPO / "helm" / "itsm-triage"
 CRD_SCHEMAS = Path(__file__).resolve().parent / "crds"
 RELEASE = "triage"
 NAMESPACE = "itsm"
-KUBE_VERSION = "1.30.0"
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
+KUBE_VERSIONS = ("1.25.0", "1.33.0")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 
 # The value sets every structural test runs against (the issue asks for default + GPU off + KEDA on + existing
@@ -170,7 +171,7 @@ def render(values: dict[str, Any] | None = None) -> Rendered:
     return _render_json(json.dumps(values or {}, sort_keys=True))
 
 
-def validate_manifest(doc: dict[str, Any]) -> None:
+def validate_manifest(doc: dict[str, Any], kube_version: str = KUBE_VERSIONS[-1]) -> None:
     """Validate one manifest: built-in kinds with kubernetes-validate (strict), custom resources with the
     hand-written CRD schemas in tests/deploy/crds/."""
     group = doc["apiVersion"].split("/")[0] if "/" in doc["apiVersion"] else ""
@@ -179,4 +180,4 @@ def validate_manifest(doc: dict[str, Any]) -> None:
         assert schema_file.exists(), f"no vendored schema for custom resource {doc['apiVersion']} {doc['kind']}"
         jsonschema.Draft202012Validator(json.loads(schema_file.read_text())).validate(doc)
         return
-    kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    kubernetes_validate.validate(doc, kube_version, strict=True)

@@ -10,6 +10,7 @@ import pytest
 
 from tests.deploy.chart import (
     CHART_DIR,
+    KUBE_VERSIONS,
     VALUE_SETS,
     component_of,
     merge,
@@ -23,21 +24,29 @@ from tests.deploy.chart_schema import README_PATH, SCHEMA_PATH, readme_regions, 
 SETS = sorted(VALUE_SETS)
 
 
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("value_set", SETS)
-def test_chart_lints_clean_in_strict_mode(value_set: str) -> None:
+def test_chart_lints_clean_in_strict_mode(value_set: str, kube_version: str) -> None:
     """`helm lint --strict` (warnings count as errors) reports nothing."""
-    report = helm.lint(CHART_DIR, VALUE_SETS[value_set], strict=True, kube_version="v1.30.0")
+    report = helm.lint(CHART_DIR, VALUE_SETS[value_set], strict=True, kube_version=f"v{kube_version}")
     problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
     assert not problems, problems
 
 
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
 @pytest.mark.parametrize("value_set", SETS)
-def test_every_rendered_manifest_validates(value_set: str) -> None:
+def test_every_rendered_manifest_validates(value_set: str, kube_version: str) -> None:
     """Built-in kinds pass kubernetes-validate (strict); KEDA and Prometheus objects pass their CRD schemas."""
     rendered = render(VALUE_SETS[value_set])
     assert rendered.docs
     for doc in rendered.docs:
-        validate_manifest(doc)
+        validate_manifest(doc, kube_version)
+
+
+def test_notes_warn_until_a_webhook_secret_is_set() -> None:
+    """Install notes tell the operator that the API will refuse to start without a webhook secret."""
+    assert "WARNING: no webhook secret" in render().notes
+    assert "WARNING" not in render({"secrets": {"jira": {"webhook_secret": "s"}}}).notes
 
 
 def test_validation_rejects_a_misspelt_field() -> None:
