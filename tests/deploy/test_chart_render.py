@@ -110,6 +110,7 @@ def test_everything_value_set_renders_the_optional_objects() -> None:
         ({"secrets": {"database_url": ""}}, "secrets.database_url is required"),
         ({"secrets": {"broker_url": ""}}, "secrets.broker_url is required"),
         ({"config": {"api": {"migrate_on_start": True}}}, "migrate_on_start must stay false"),
+        ({"config": {"var_dir": "var"}}, "var_dir must be an absolute path"),
         ({"modelWorker": {"keda": {"enabled": True}, "hpa": {"enabled": True}}}, "mutually exclusive"),
         ({"modelWorker": {"modelCache": {"enabled": True}}}, "existingClaim"),
         ({"config": {"jira": {"base_ur": "https://x"}}}, "base_ur"),

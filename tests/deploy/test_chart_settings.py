@@ -82,7 +82,9 @@ def _all_set_values() -> dict[str, Any]:
         for part in parents:
             node = node.setdefault(part, {})
         node[last] = _sample(leaf)
+    # The two settings the chart constrains for a container (the tests above check they still map one-to-one).
     values["config"]["api"]["migrate_on_start"] = False
+    values["config"]["var_dir"] = "/srv/itsm-sample"
     return values
 
 

@@ -208,6 +208,9 @@ livenessProbe:
 {{- fail "secrets.broker_url is required (Redis URL), or set existingSecret with an ITSM_BROKER_URL key" }}
 {{- end }}
 {{- end }}
+{{- if not (hasPrefix "/" (toString .Values.config.var_dir)) }}
+{{- fail "config.var_dir must be an absolute path: it is the mount point of a writable emptyDir" }}
+{{- end }}
 {{- if .Values.config.api.migrate_on_start }}
 {{- fail "config.api.migrate_on_start must stay false in the chart: the pre-install/pre-upgrade Job migrates, and replicas racing Alembic would not" }}
 {{- end }}
