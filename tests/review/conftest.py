@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -183,7 +184,14 @@ def suggestion(engine: Engine, suggestion_id: int) -> Suggestion:
 
 @pytest.fixture
 def live_server(app: FastAPI) -> Iterator[str]:
-    """The app served by a real uvicorn on a free localhost port (for browsers and parallel clients)."""
+    """The app served by a real uvicorn on a free localhost port (for parallel clients)."""
+    with serve(app) as url:
+        yield url
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Serve `app` with a real uvicorn in a thread on a free localhost port; yields the base URL."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
