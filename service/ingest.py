@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
@@ -38,17 +41,59 @@ def store_event(engine: Engine, event: NormalizedEvent, *, payload: str) -> Stor
     The hot path is three statements in one transaction (ticket upsert, optional business-key probe, event
     insert-or-nothing), written in SQLAlchemy Core with ON CONFLICT so PostgreSQL and SQLite both do it atomically.
     """
-    for _attempt in range(3):
-        try:
-            return _store(engine, event, payload)
-        except IntegrityError:
-            continue  # lost a race on a unique key (e.g. a concurrent first insert): look again
-    return _store(engine, event, payload)
+    with _write_lock(engine):
+        for _attempt in range(3):
+            try:
+                return _store(engine, event, payload)
+            except IntegrityError:
+                continue  # lost a race on a unique key (e.g. a concurrent first insert): look again
+        return _store(engine, event, payload)
 
 
-def _insert(engine: Engine) -> Any:
-    """The dialect's INSERT construct (both support ON CONFLICT ... RETURNING)."""
-    return pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+_SQLITE_WRITER = threading.Lock()
+
+
+def _write_lock(engine: Engine) -> AbstractContextManager[object]:
+    """SQLite admits one writer: queue our threads on a lock rather than in SQLite's sleeping busy handler."""
+    return _SQLITE_WRITER if engine.dialect.name == "sqlite" else nullcontext()
+
+
+_TICKETS = Ticket.__table__  # type: ignore[attr-defined]
+_EVENTS = InboundEvent.__table__  # type: ignore[attr-defined]
+_CORRECTIONS = LabelCorrection.__table__  # type: ignore[attr-defined]
+_TICKET_COLUMNS = [c.name for c in _TICKETS.columns if c.name != "id"]
+_KEEP_ON_UPDATE = {"source", "external_id", "flags", "created_at"}  # identity, pipeline flags and first-seen stay
+
+
+_FIND_TICKET = select(_TICKETS.c.id).where(
+    _TICKETS.c.source == bindparam("source"), _TICKETS.c.external_id == bindparam("external_id")
+)
+_FIND_BUSINESS_KEY = select(_EVENTS.c.id).where(_EVENTS.c.business_key == bindparam("business_key")).limit(1)
+_FIND_DELIVERY = select(_EVENTS.c.id, _EVENTS.c.ticket_id).where(
+    _EVENTS.c.source == bindparam("source"), _EVENTS.c.delivery_id == bindparam("delivery_id")
+)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The hot-path statements, built once per dialect: constructing them per request cost more than running them."""
+
+    upsert_ticket: Any
+    insert_event: Any
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    """ON CONFLICT statements for PostgreSQL or SQLite (both support ... RETURNING)."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    base = insert(_TICKETS)
+    upsert = base.on_conflict_do_update(
+        index_elements=["source", "external_id"],
+        set_={name: base.excluded[name] for name in _TICKET_COLUMNS if name not in _KEEP_ON_UPDATE},
+        where=_TICKETS.c.source_version <= base.excluded.source_version,
+    ).returning(_TICKETS.c.id)
+    event = insert(_EVENTS).on_conflict_do_nothing(index_elements=["source", "delivery_id"]).returning(_EVENTS.c.id)
+    return _Statements(upsert_ticket=upsert, insert_event=event)
 
 
 class _Duplicate(Exception):
@@ -56,50 +101,45 @@ class _Duplicate(Exception):
 
 
 def _store(engine: Engine, event: NormalizedEvent, payload: str) -> StoreResult:
-    insert = _insert(engine)
+    sql = _statements(engine.dialect.name)
     try:
         with engine.begin() as conn:
-            ticket_id, fresh = _upsert_ticket(conn, insert, event.ticket) if event.ticket else (None, True)
-            status, reason = _decide(conn, event, fresh)
-            stmt = (
-                insert(_EVENTS)
-                .values(
-                    source=event.source,
-                    delivery_id=event.delivery_id,
-                    event_type=event.event_type[:100],
-                    business_key=event.business_key[:300],
-                    external_id=event.ticket.external_id if event.ticket else None,
-                    ticket_id=ticket_id,
-                    status=status.value,
-                    ignored_reason=reason,
-                    attempts=0,
-                    payload=payload,
-                    received_at=utcnow(),
-                    updated_at=utcnow(),
-                )
-                .on_conflict_do_nothing(index_elements=["source", "delivery_id"])
-                .returning(_EVENTS.c.id)
-            )
-            event_id = conn.execute(stmt).scalar()
+            ticket_id, fresh = _upsert_ticket(conn, sql, event.ticket) if event.ticket else (None, True)
+            status, reason = _decide(conn, sql, event, fresh)
+            now = utcnow()
+            row = {
+                "source": event.source,
+                "delivery_id": event.delivery_id,
+                "event_type": event.event_type[:100],
+                "business_key": event.business_key[:300],
+                "external_id": event.ticket.external_id if event.ticket else None,
+                "ticket_id": ticket_id,
+                "status": status.value,
+                "ignored_reason": reason,
+                "attempts": 0,
+                "last_error": None,
+                "payload": payload,
+                "received_at": now,
+                "updated_at": now,
+                "lease_until": None,
+            }
+            event_id = conn.execute(sql.insert_event, row).scalar()
             if event_id is None:
                 raise _Duplicate
             if status == EventStatus.applied and ticket_id is not None:
                 _add_corrections(conn, event, ticket_id, event_id)
     except _Duplicate:
         with engine.connect() as conn:
-            row = conn.execute(
-                select(_EVENTS.c.id, _EVENTS.c.ticket_id).where(
-                    _EVENTS.c.source == event.source, _EVENTS.c.delivery_id == event.delivery_id
-                )
-            ).first()
-        return StoreResult("duplicate", row[0] if row else None, row[1] if row else None, "delivery already stored")
+            found = conn.execute(_FIND_DELIVERY, {"source": event.source, "delivery_id": event.delivery_id}).first()
+        ids = (found[0], found[1]) if found else (None, None)
+        return StoreResult("duplicate", ids[0], ids[1], "delivery already stored")
     outcome: Outcome = "received" if status == EventStatus.received else "applied"
     if status == EventStatus.ignored:
         outcome = "stale" if reason == "stale" else "ignored"
     return StoreResult(outcome, event_id, ticket_id, reason)
 
 
-def _decide(conn: Connection, event: NormalizedEvent, fresh: bool) -> tuple[EventStatus, str | None]:
+def _decide(conn: Connection, sql: _Statements, event: NormalizedEvent, fresh: bool) -> tuple[EventStatus, str | None]:
     """Status of the new event row: received (to triage), applied (an update), else ignored with a reason."""
     if event.action == "ignore":
         return EventStatus.ignored, event.ignore_reason
@@ -109,20 +149,12 @@ def _decide(conn: Connection, event: NormalizedEvent, fresh: bool) -> tuple[Even
         return EventStatus.ignored, "stale"
     if event.action == "update":
         return EventStatus.applied, None
-    same_version = conn.execute(
-        select(_EVENTS.c.id).where(_EVENTS.c.business_key == event.business_key[:300]).limit(1)
-    ).first()
-    if same_version is not None:
+    if conn.execute(_FIND_BUSINESS_KEY, {"business_key": event.business_key[:300]}).first() is not None:
         return EventStatus.ignored, "redelivery of an event already stored under another delivery id"
     return EventStatus.received, None
 
 
-_TICKETS = Ticket.__table__  # type: ignore[attr-defined]
-_EVENTS = InboundEvent.__table__  # type: ignore[attr-defined]
-_CORRECTIONS = LabelCorrection.__table__  # type: ignore[attr-defined]
-
-
-def _upsert_ticket(conn: Connection, insert: Any, data: CanonicalTicket) -> tuple[int, bool]:
+def _upsert_ticket(conn: Connection, sql: _Statements, data: CanonicalTicket) -> tuple[int, bool]:
     """Insert or update in place unless the stored version is newer; returns (id, fresh)."""
     now = utcnow()
     values = {
@@ -146,19 +178,10 @@ def _upsert_ticket(conn: Connection, insert: Any, data: CanonicalTicket) -> tupl
         "created_at": now,
         "updated_at": now,
     }
-    stmt = insert(_TICKETS).values(**values)
-    keep = {"source", "external_id", "flags", "created_at"}  # identity, pipeline flags and first-seen stay
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["source", "external_id"],
-        set_={name: stmt.excluded[name] for name in values if name not in keep},
-        where=_TICKETS.c.source_version <= stmt.excluded.source_version,
-    ).returning(_TICKETS.c.id)
-    ticket_id = conn.execute(stmt).scalar()
+    ticket_id = conn.execute(sql.upsert_ticket, values).scalar()
     if ticket_id is not None:
         return int(ticket_id), True
-    stale = conn.execute(
-        select(_TICKETS.c.id).where(_TICKETS.c.source == data.source, _TICKETS.c.external_id == data.external_id)
-    ).scalar_one()
+    stale = conn.execute(_FIND_TICKET, {"source": data.source, "external_id": data.external_id}).scalar_one()
     return int(stale), False
 
 
