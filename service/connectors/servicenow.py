@@ -5,8 +5,8 @@ priority label becomes an (impact, urgency) pair from `settings.servicenow.prior
 
 Exactly once: journal entries end with a marker line ``itsm-ref:<hash>``. A PATCH that appends to a journal
 is not idempotent, so after a timeout or lost response the next attempt (``check_existing``) reads the
-incident with ``sysparm_display_value=true`` (journal fields then hold every
-entry's text) and skips parts already present.
+incident with ``sysparm_display_value=true`` (journal fields then hold every entry's text), then, for parts
+not seen there, ``sys_journal_field`` (where entries are stored), and skips parts already present.
 """
 
 from __future__ import annotations

@@ -14,11 +14,13 @@ import json
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.fakes._jira_state import FakeComment, FakeIssue, adf_text
 from tests.fakes._server import FakeServer, Recorded, Reply
+
+__all__ = ["FakeComment", "FakeIssue", "FakeJira", "adf_text"]
 
 SHARED = Path(os.environ.get("ITSM_SHARED_DIR", Path(__file__).resolve().parents[3] / "shared"))
 FIXTURES = SHARED / "contracts" / "fixtures"
@@ -32,57 +34,6 @@ JSM_PATH = r"/rest/servicedeskapi/request/(?P<issue>[^/]+)/comment"
 def _load(name: str) -> Any:
     """A contract fixture, parsed."""
     return json.loads((FIXTURES / name).read_text())
-
-
-def adf_text(node: Any) -> str:
-    """Flatten ADF to text (the fake's own copy, independent of the code under test)."""
-    if isinstance(node, dict):
-        if node.get("type") == "text":
-            return str(node.get("text", ""))
-        if node.get("type") == "hardBreak":
-            return "\n"
-        inner = "".join(adf_text(c) for c in node.get("content") or [])
-        return inner + ("\n" if node.get("type") in ("paragraph", "heading") else "")
-    return ""
-
-
-@dataclass
-class FakeComment:
-    """A stored comment; `adf` for platform comments, `text` for JSM ones."""
-
-    id: str
-    public: bool
-    via: str  # "platform" | "jsm"
-    adf: dict[str, Any] | None = None
-    text: str | None = None
-    properties: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def plain(self) -> str:
-        """The comment's text whichever API created it."""
-        return self.text if self.text is not None else adf_text(self.adf)
-
-
-@dataclass
-class FakeIssue:
-    """A stored issue: the fields the connector edits, its comments and entity properties."""
-
-    id: str
-    key: str
-    priority: dict[str, str] = field(default_factory=lambda: {"id": "3", "name": "Medium"})
-    labels: list[str] = field(default_factory=list)
-    components: list[str] = field(default_factory=list)
-    custom: dict[str, Any] = field(default_factory=dict)
-    comments: list[FakeComment] = field(default_factory=list)
-    properties: dict[str, Any] = field(default_factory=dict)
-
-    def internal_comments(self) -> list[FakeComment]:
-        """Comments the customer cannot see."""
-        return [c for c in self.comments if not c.public]
-
-    def public_comments(self) -> list[FakeComment]:
-        """Comments the customer sees."""
-        return [c for c in self.comments if c.public]
 
 
 class FakeJira(FakeServer):
