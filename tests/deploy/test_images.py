@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import tomllib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import yaml
 from tests.deploy.chart import CHART_DIR, REPO
 
 DOCKERFILES = {"api": REPO / "Dockerfile.api", "worker": REPO / "Dockerfile.worker"}
+PACKAGES = ("service", "workers", "models", "migrations")  # what the Dockerfiles COPY and pip installs
 ML_PACKAGES = ("torch", "transformers", "peft", "accelerate", "safetensors", "gguf", "sklearn")
 
 
@@ -200,6 +203,9 @@ def test_dockerignore_sends_only_what_the_images_copy() -> None:
                     assert source.rstrip("/") in allowed, f"{path.name} copies {source}, excluded by .dockerignore"
                     assert (REPO / source).exists(), f"{path.name} copies missing {source}"
     assert not allowed & {".venv", "var", "tests", ".git", "helm"}
+    for path in DOCKERFILES.values():
+        copied = {args.split()[0] for stage in parse(path).stages for args in stage.all("COPY")}
+        assert set(PACKAGES) <= copied, f"{path.name} must copy every package pip installs"
 
 
 NO_TORCH_PROBE = textwrap.dedent(
@@ -256,3 +262,34 @@ def test_api_and_delivery_code_runs_without_torch() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "no-ml-imports-ok" in result.stdout
+
+
+def test_the_package_wheel_ships_every_data_file(tmp_path: Path) -> None:
+    """`pip install .` in the images installs a wheel: it must carry the templates, static files, migration
+    template, samples and adapter files the packages hold, or the containers fail where a checkout works."""
+    context = tmp_path / "context"
+    for name in ("pyproject.toml", "README.md", "alembic.ini"):
+        context.mkdir(exist_ok=True)
+        shutil.copy2(REPO / name, context / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, context / package, ignore=ignore)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    data_files = {
+        path.relative_to(context).as_posix()
+        for package in PACKAGES
+        for path in (context / package).rglob("*")
+        if path.is_file() and path.suffix != ".py"
+    }
+    assert data_files, "expected templates/static files in the packages"
+    assert sorted(data_files - shipped) == []
