@@ -93,7 +93,8 @@ def make_worker_app(settings: Settings) -> Celery:
             "itsm-sweep": {
                 "task": SWEEP_TASK,
                 "schedule": float(interval),
-                "options": {"queue": DELIVER_QUEUE, "expires": float(interval)},
+                # Expiry keeps sweeps from piling up while no worker runs; polling brokers need slack.
+                "options": {"queue": DELIVER_QUEUE, "expires": float(max(60, 3 * interval))},
             }
         },
         worker_send_task_events=False,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import and_, or_, update
@@ -51,6 +51,20 @@ def sweep(engine: Engine, settings: Settings, enqueue: Enqueue, *, now: datetime
                 deliveries_dead=len(report.deliveries_dead),
             )
     return report
+
+
+def sweep_once(settings: Settings) -> SweepReport:
+    """One sweep with its own engine and producer (the `itsm-triage sweep` command; no worker needed)."""
+    from service.db import make_engine
+    from service.queue import enqueue, make_celery
+
+    engine = make_engine(settings)
+    app = make_celery(settings)
+    try:
+        return sweep(engine, settings, lambda task, row_id, countdown: enqueue(app, task, row_id, countdown=countdown))
+    finally:
+        engine.dispose()
+        app.close()
 
 
 def _sweep_events(engine: Engine, settings: Settings, enqueue: Enqueue, now: datetime, report: SweepReport) -> None:

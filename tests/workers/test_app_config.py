@@ -1,0 +1,51 @@
+"""The worker app's reliability configuration (RELIABILITY T9's config canary) and process discipline."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.queue import DELIVER_QUEUE, DELIVER_TASK, SWEEP_TASK, TRIAGE_EVENT_TASK, TRIAGE_QUEUE
+from service.settings import Settings
+from workers.app import WorkerRuntime, make_worker_app
+
+
+def _redis_settings(**worker: int) -> Settings:
+    return Settings(broker_url="redis://127.0.0.1:6379/15", model={"backend": "fake"}, worker=worker)
+
+
+def test_visibility_timeout_exceeds_the_task_time_limit_in_production_defaults() -> None:
+    app = make_worker_app(_redis_settings())
+    vt = app.conf.broker_transport_options["visibility_timeout"]
+    assert vt > app.conf.task_time_limit
+    assert app.conf.task_soft_time_limit < app.conf.task_time_limit
+    # A countdown retry must also come back before the broker would redeliver it.
+    assert vt > Settings().worker.delivery_backoff_cap_s
+
+
+def test_a_visibility_timeout_below_the_time_limit_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="visibility_timeout"):
+        _redis_settings(task_time_limit_s=600, visibility_timeout_s=300)
+
+
+def test_late_acks_json_only_and_queue_routing() -> None:
+    app = make_worker_app(_redis_settings())
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.task_serializer == "json" and list(conf.accept_content) == ["json"]
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_routes[TRIAGE_EVENT_TASK]["queue"] == TRIAGE_QUEUE
+    assert conf.task_routes[DELIVER_TASK]["queue"] == DELIVER_QUEUE
+    for name in (TRIAGE_EVENT_TASK, DELIVER_TASK, SWEEP_TASK):
+        task = app.tasks[name]
+        assert task.acks_late
+    assert app.tasks[TRIAGE_EVENT_TASK].reject_on_worker_lost and app.tasks[DELIVER_TASK].reject_on_worker_lost
+    sweep = conf.beat_schedule["itsm-sweep"]
+    assert sweep["task"] == SWEEP_TASK and sweep["schedule"] == Settings().worker.sweep_interval_s
+
+
+def test_building_the_app_loads_no_model() -> None:
+    """The model must load in pool children after fork, never in the parent that builds the app."""
+    app = make_worker_app(_redis_settings())
+    runtime: WorkerRuntime = app.itsm_runtime  # type: ignore[attr-defined]
+    assert runtime._triager is None and runtime._engine is None
