@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
 
 from service.domain.tables import DeliveryStatus, LabelCorrection
@@ -153,3 +154,15 @@ def test_label_corrections_are_recorded_and_written_back(
 )
 def test_edit_distance_is_levenshtein(a: str, b: str, want: int) -> None:
     assert edit_distance(a, b) == want
+
+
+@pytest.mark.parametrize("statement", ["UPDATE audit_entry SET actor = 'mallory'", "DELETE FROM audit_entry"])
+def test_the_audit_log_refuses_updates_and_deletes(
+    client: TestClient, engine: Engine, accounts: Accounts, statement: str
+) -> None:
+    """T25: history cannot be rewritten, whatever code path tries (enforced by the database)."""
+    sid = seed_suggestion(engine)
+    client.post(f"/api/v1/suggestions/{sid}/approve", json={}, headers=accounts.headers("agent"))
+    with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+        conn.execute(text(statement))
+    assert [(a.actor, a.action) for a in audit_rows(engine)] == [("agent", "approved")]
