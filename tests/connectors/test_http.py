@@ -135,3 +135,11 @@ def test_faults_are_consumed_in_order_and_only_for_matching_requests(fake_jira: 
             caller.request("POST", COMMENT, idempotent=False, json=BODY)
     assert caller.request("POST", COMMENT, idempotent=False, json=BODY).status_code == 201
     assert [r.status for r in fake_jira.requests] == [200, 503, 503, 201]
+
+
+@pytest.mark.parametrize("status", [408, 409, 425])
+def test_retryable_4xx_are_transient(fake_jira: FakeJira, status: int) -> None:
+    fake_jira.fail_next(status, body={"errorMessages": ["conflicting update"], "errors": {}})
+    with pytest.raises(TransientUpstream) as info:
+        _caller(fake_jira.url).request("PUT", ISSUE, idempotent=True, json={"fields": {}})
+    assert type(info.value) is TransientUpstream and info.value.status == status

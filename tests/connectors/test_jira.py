@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import time
 from typing import Any
 
 import pytest
@@ -13,7 +16,7 @@ from service.domain.errors import OutcomeUnknown, PermanentUpstream, TransientUp
 from service.domain.render import marker_token
 from service.domain.schemas import WriteBack
 from service.settings import JiraSettings, Settings
-from tests.fakes import FakeJira
+from tests.fakes import FakeJira, FakeServer, Reply
 from tests.fakes.fake_jira import FakeComment
 
 MODES = ["servicedeskapi", "property"]
@@ -220,3 +223,22 @@ def test_marker_search_pages_through_many_comments(fake_jira: FakeJira) -> None:
     assert w.write(triage(key="late", check_existing=True)).already_done
     pages = fake_jira.requests_to("GET")[-3:]
     assert len(fake_jira.requests) - before == 3 and [p.param("start") for p in pages] == ["0", "100", "200"]
+
+
+def test_fake_echoes_a_signed_comment_created_webhook_for_our_own_comment(fake_jira: FakeJira) -> None:
+    receiver = FakeServer().start()
+    receiver.route("POST", r"/webhooks/jira", lambda req, m: Reply(202, {"status": "ignored"}))
+    try:
+        statuses = fake_jira.echo_comments_to(receiver.url + "/webhooks/jira", secret="test-jira-webhook-secret")
+        writer(fake_jira).write(triage())
+        deadline = time.monotonic() + 10
+        while not statuses and time.monotonic() < deadline:
+            time.sleep(0.02)
+        [hook] = receiver.requests
+        expected = hmac.new(b"test-jira-webhook-secret", hook.body, hashlib.sha256).hexdigest()
+        assert statuses == [202] and hook.headers["X-Hub-Signature"] == f"sha256={expected}"
+        body = hook.json()
+        assert body["webhookEvent"] == "comment_created" and body["comment"]["jsdPublic"] is False
+        assert body["comment"]["author"]["accountId"] == "62f0a1b2c3d4e5f607182930"  # the bot: receivers drop it
+    finally:
+        receiver.stop()

@@ -206,3 +206,9 @@ def test_no_acl_on_the_journal_table_falls_back_to_the_display_value_answer(fake
     )
     out = writer(fake_servicenow).write(triage(check_existing=True))  # nothing written yet: it must write now
     assert not out.already_done and len(fake_servicenow.incident(SEED_SYS_ID).work_notes) == 1
+
+
+def test_a_wrong_basic_password_is_permanent_with_servicenows_reason(fake_servicenow: FakeServiceNow) -> None:
+    with pytest.raises(PermanentUpstream, match="User Not Authenticated") as info:
+        writer(fake_servicenow, password="wrong").write(triage())
+    assert info.value.status == 401 and fake_servicenow.incident(SEED_SYS_ID).work_notes == []

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.fakes._jira_echo import ECHO_FIXTURE, comment_echo
 from tests.fakes._jira_state import FakeComment, FakeIssue, adf_text
 from tests.fakes._server import FakeServer, Recorded, Reply
 
@@ -83,6 +84,12 @@ class FakeJira(FakeServer):
     def settings(self, **overrides: Any) -> dict[str, Any]:
         """A `jira` settings group pointing at this fake (pass as Settings(jira=...))."""
         return {"base_url": self.url, "email": self.email, "api_token": self.api_token, **overrides}
+
+    def echo_comments_to(self, url: str, *, secret: str | None = None) -> list[int]:
+        """Send a signed `comment_created` webhook to `url` for every new comment (T19); returns the statuses."""
+        statuses: list[int] = []
+        self.on_comment = comment_echo(url, secret=secret, statuses=statuses, template=FIXTURES / ECHO_FIXTURE)
+        return statuses
 
     def authorized(self, req: Recorded) -> Reply | None:
         """Basic auth with the bot's email and API token."""
