@@ -92,6 +92,7 @@ class FakeServer:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -110,6 +111,17 @@ class FakeServer:
 
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 30  # idle keep-alive connections end on their own
+
+            def setup(self) -> None:
+                super().setup()
+                with fake._lock:
+                    fake._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with fake._lock:
+                    fake._connections.discard(self.connection)
+                super().finish()
 
             def _any(self) -> None:
                 fake._serve(self)
@@ -131,6 +143,12 @@ class FakeServer:
     def stop(self) -> None:
         """Stop serving; hanging requests are released at once."""
         self._stop.set()
+        with self._lock:  # wake handler threads parked on idle keep-alive connections
+            for conn in list(self._connections):
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
