@@ -33,8 +33,10 @@ def line_chart(title: str, labels: Sequence[str], series: dict[str, Sequence[flo
         )
     for i in sorted({0, (n - 1) // 2, n - 1}):
         if i < len(labels):
+            # The end labels hug the plot's edges so they are never clipped by the viewBox.
+            anchor = "start" if i == 0 and n > 1 else "end" if i == n - 1 and n > 1 else "middle"
             parts.append(
-                f'<text x="{x(i):.1f}" y="{H - 8}" font-size="10" text-anchor="middle" '
+                f'<text x="{x(i):.1f}" y="{H - 8}" font-size="10" text-anchor="{anchor}" '
                 f'fill="#6b7280">{escape(labels[i])}</text>'
             )
     for k, (name, values) in enumerate(series.items()):

@@ -166,3 +166,39 @@ def test_the_audit_log_refuses_updates_and_deletes(
     with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
         conn.execute(text(statement))
     assert [(a.actor, a.action) for a in audit_rows(engine)] == [("agent", "approved")]
+
+
+def test_a_random_review_session_leaves_exactly_one_audit_row_per_change(
+    client: TestClient, engine: Engine, accounts: Accounts
+) -> None:
+    """T25: replay a seeded random mix of decisions; every change and every conflict has one row, refusals none."""
+    import random
+
+    rng = random.Random(25)
+    sids = [seed_suggestion(engine) for _ in range(6)]
+    expected: dict[str, int] = {}
+    for _ in range(60):
+        who = rng.choice(["agent", "admin", "viewer"])
+        sid = rng.choice(sids)
+        kind = rng.choice(["approve", "reject", "correct"])
+        if kind == "correct":
+            body = {"fields": {"queue": rng.choice(["Network", "Access", "Hardware"])}}
+            resp = client.post(f"/api/v1/tickets/{sid}/corrections", json=body, headers=accounts.headers(who))
+            if resp.status_code == 200 and resp.json()["corrections"]:
+                expected["label_corrected"] = expected.get("label_corrected", 0) + 1
+        else:
+            body = {"version": rng.choice([0, 1, None])}
+            if kind == "reject":
+                body["reason"] = "not helpful"
+            resp = client.post(f"/api/v1/suggestions/{sid}/{kind}", json=body, headers=accounts.headers(who))
+            action = {200: "approved" if kind == "approve" else "rejected", 409: "conflict"}.get(resp.status_code)
+            if action:
+                expected[action] = expected.get(action, 0) + 1
+        assert resp.status_code in (200, 403, 409), resp.text
+        assert (resp.status_code == 403) == (who == "viewer")
+    actual: dict[str, int] = {}
+    for row in audit_rows(engine):
+        actual[row.action] = actual.get(row.action, 0) + 1
+    assert actual == expected
+    assert expected.get("conflict", 0) > 0 and expected.get("label_corrected", 0) > 0  # the mix covered both
+    assert len(deliveries(engine, "reply")) == expected.get("approved", 0)

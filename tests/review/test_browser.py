@@ -160,6 +160,7 @@ def test_agent_logs_in_edits_and_approves_and_the_reply_reaches_jira_once(
     assert len(issue.public_comments()) == 1
     page.reload()
     shot(page, "ticket-delivered")
+    assert "delivered" in page.inner_text("h1.subject + p.meta")
     assert page.dialogs == []
 
 
@@ -240,3 +241,30 @@ def test_a_script_in_the_subject_renders_as_text_and_never_runs(page: Any, site:
     assert page.locator("img").count() == 0 and page.locator("pre.body b").count() == 0
     shot(page, "ticket-hostile")
     assert page.dialogs == []
+
+
+def test_the_dashboard_draws_rates_and_precision_over_time(page: Any, site: str, engine: Engine) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from service.domain.tables import LabelCorrection
+
+    now = datetime.now(UTC)
+    plan = [(day, n, seed_suggestion(engine, subject=f"day {day} #{n}")) for day in range(14) for n in range(5)]
+    with Session(engine) as s:  # two weeks of decisions: acceptance rises, edits fall
+        for day, n, sid in plan:
+            row = s.get(Suggestion, sid)
+            assert row is not None
+            sent = n < 2 + day // 4
+            row.status = "delivered" if sent else "rejected"
+            row.edit_distance = 12 if sent and n < 2 - day // 7 else 0
+            row.decided_at = now - timedelta(days=13 - day)
+            s.add(row)
+            if n == day % 5:
+                s.add(LabelCorrection(ticket_id=row.ticket_id, field="queue", new_value="Access", origin="review"))
+        s.commit()
+    log_in(page, site, "viewer")
+    page.goto(f"{site}/review/dashboard?days=14")
+    assert page.locator("svg.chart").count() == 2
+    assert page.locator("svg.chart polyline").count() == 4  # acceptance, edits; queue and priority precision
+    assert page.inner_text("section.tiles").count("%") == 4
+    shot(page, "dashboard")
