@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import itertools
 import json
 import os
@@ -32,9 +33,14 @@ ISSUE_PATH = r"/rest/api/3/issue/(?P<issue>[^/]+)"
 JSM_PATH = r"/rest/servicedeskapi/request/(?P<issue>[^/]+)/comment"
 
 
-def _load(name: str) -> Any:
-    """A contract fixture, parsed."""
+@functools.cache
+def _parsed(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
+
+
+def _load(name: str) -> Any:
+    """A contract fixture, parsed (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_parsed(name))
 
 
 class FakeJira(FakeServer):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import json
 import os
 import re
@@ -38,9 +39,14 @@ PRIORITY_MATRIX = {
 JOURNALS = {"work_notes": "Work notes", "comments": "Additional comments"}
 
 
-def _load(name: str) -> Any:
-    """A contract fixture, parsed."""
+@functools.cache
+def _parsed(name: str) -> Any:
     return json.loads((FIXTURES / name).read_text())
+
+
+def _load(name: str) -> Any:
+    """A contract fixture, parsed (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_parsed(name))
 
 
 @dataclass
