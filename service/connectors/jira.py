@@ -172,18 +172,20 @@ class JiraWriter:
                 break
         return found
 
-    def _post_comment(self, issue: str, text: str, *, public: bool, token: str, key: str, part: str) -> str:
+    def _post_comment(
+        self, issue: str, text: str, *, public: bool, token: str, key: str, part: str, links: list[str]
+    ) -> str:
         """Post one comment carrying our marker; internal ones never go out as a plain platform comment."""
         heading = None if public else NOTE_HEADING
         if self.settings.internal_comments == "servicedeskapi":
             payload: dict[str, Any] = {
-                "body": to_jira_wiki_text(text, heading=heading, footer=token),
+                "body": to_jira_wiki_text(text, heading=heading, footer=token, allowed_links=links),
                 "public": public,
             }
             path = f"/rest/servicedeskapi/request/{issue}/comment"
         else:
             payload = {
-                "body": to_adf(text, heading=heading, footer=token),
+                "body": to_adf(text, heading=heading, footer=token, allowed_links=links),
                 "properties": [
                     {"key": "sd.public.comment", "value": {"internal": not public}},
                     {"key": COMMENT_PROPERTY, "value": {"key": key, "part": part}},
@@ -223,7 +225,13 @@ class JiraWriter:
             if part in found:
                 continue
             refs[part] = self._post_comment(
-                issue, text, public=public, token=tokens[part], key=action.idempotency_key, part=part
+                issue,
+                text,
+                public=public,
+                token=tokens[part],
+                key=action.idempotency_key,
+                part=part,
+                links=action.allowed_links,
             )
         return WriteOutcome(
             external_ref=refs.get("note") or refs.get("reply"),

@@ -239,7 +239,9 @@ class ServiceNowWriter:
         body: dict[str, Any] = {} if found else dict(columns)  # a found marker means the same PATCH set them
         for part, (text, heading) in texts.items():
             if part not in found:
-                body[_JOURNALS[part]] = to_servicenow_journal(text, heading=heading, footer=tokens[part])
+                body[_JOURNALS[part]] = to_servicenow_journal(
+                    text, heading=heading, footer=tokens[part], allowed_links=action.allowed_links
+                )
         if body:
             appends = any(j in body for j in _JOURNALS.values())
             self.http.request(

@@ -70,6 +70,12 @@ def sanitize_text(text: str, *, max_chars: int = MAX_TEXT_CHARS, allowed_links: 
     return text
 
 
+def links_in(text: str) -> list[str]:
+    """The http(s) links a ticket itself contains: the only ones model output may keep clickable."""
+    found = (m.group(0).rstrip(".,;:") for m in _URL_RE.finditer(text))
+    return sorted({url for url in found if url.lower().startswith(("https://", "http://"))})[:50]
+
+
 def _paragraph(lines: list[str]) -> dict[str, Any]:
     """One ADF paragraph of text nodes joined by hard breaks (no marks, no inline cards)."""
     content: list[dict[str, Any]] = []

@@ -91,11 +91,10 @@ class WriteBack(BaseModel):
     idempotency_key: str
     fields: dict[str, str] = Field(default_factory=dict, description="predicted field -> label to set")
     note: str | None = Field(None, description="internal note (plain text)")
-    public_reply: str | None = Field(
-        None, description="customer-visible reply (plain text), only after approval"
-    )
-    check_existing: bool = Field(
-        False, description="a previous attempt may have written: look for our marker first"
+    public_reply: str | None = Field(None, description="customer-visible reply (plain text), only after approval")
+    check_existing: bool = Field(False, description="a previous attempt may have written: look for our marker first")
+    allowed_links: list[str] = Field(
+        default_factory=list, description="links that were in the ticket itself: the only ones kept clickable"
     )
 
 

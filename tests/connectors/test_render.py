@@ -120,3 +120,13 @@ def test_posted_servicenow_journals_are_inert(fake_servicenow: FakeServiceNow) -
     [patch] = fake_servicenow.requests_to("PATCH")
     for journal in (patch.json()["work_notes"], patch.json()["comments"]):
         assert "[code]" not in journal.lower() and "<script" not in journal and not LINK_SCHEME.search(journal)
+
+
+def test_only_links_from_the_ticket_stay_clickable() -> None:
+    from service.domain.render import links_in
+
+    ticket = "Portal: https://help.example/kb/42. Also javascript:alert(1) and ftp://x/y"
+    allowed = links_in(ticket)
+    assert allowed == ["https://help.example/kb/42"]
+    text = sanitize_text("See https://help.example/kb/42 or https://evil.example/p?d=1", allowed_links=allowed)
+    assert "https://help.example/kb/42" in text and "https[:]//evil.example" in text
