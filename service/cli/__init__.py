@@ -20,9 +20,10 @@ def main(ctx: click.Context) -> None:
 
 def _register() -> None:
     """Attach the subcommand modules (each owns one concern)."""
-    from service.cli import config, model, replay, server, users
+    from service.cli import config, model, replay, server, status, users
 
     server.register(main)
+    status.register(main)
     config.register(main)
     replay.register(main)
     model.register(main)

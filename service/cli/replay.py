@@ -64,11 +64,28 @@ def _payloads(sample: tuple[str, ...], file: Path | None) -> list[dict[str, Any]
     help="Send each payload as N distinct tickets (new ids).",
 )
 @click.option("--keep-ids", is_flag=True, help="Send payloads unchanged (a second replay is then a duplicate).")
+@click.option(
+    "--headers",
+    "headers_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --file: send the file's exact bytes with these recorded headers (JSON), not re-signed.",
+)
 @click.pass_obj
 def replay(
-    settings: Settings, url: str, sample: tuple[str, ...], file: Path | None, count: int, keep_ids: bool
+    settings: Settings,
+    url: str,
+    sample: tuple[str, ...],
+    file: Path | None,
+    count: int,
+    keep_ids: bool,
+    headers_file: Path | None,
 ) -> None:
     """Post signed webhooks to a running service and print each answer."""
+    if headers_file is not None:
+        if file is None:
+            raise click.UsageError("--headers needs --file (the body those headers were recorded with)")
+        _send_as_recorded(url, file, headers_file)
+        return
     payloads = _payloads(sample, file)
     failures = 0
     with httpx.Client(base_url=url, timeout=10.0) as client:
@@ -94,6 +111,30 @@ def replay(
                 click.echo(f"{source:10} {response.status_code} {response.text}")
     if failures:
         raise click.ClickException(f"{failures} deliveries were not accepted")
+
+
+def _send_as_recorded(url: str, file: Path, headers_file: Path) -> None:
+    """Post a recorded delivery byte for byte (its signature must match the service's configured secret)."""
+    try:
+        headers = json.loads(headers_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{headers_file} is not JSON: {exc}", param_hint="--headers") from None
+    if not isinstance(headers, dict):
+        raise click.BadParameter(f"{headers_file} must be a JSON object of header names", param_hint="--headers")
+    body = file.read_bytes()
+    try:
+        source = detect_source(json.loads(body))
+    except (ValueError, AttributeError) as exc:
+        raise click.BadParameter(f"{file}: {exc}", param_hint="--file") from None
+    try:
+        response = httpx.post(f"{url}/webhooks/{source}", content=body, headers=headers, timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+    click.echo(f"{source:10} {response.status_code} {response.text}")
+    if response.status_code >= 300:
+        raise click.ClickException(
+            "the delivery was not accepted (is the service's secret the one it was signed with?)"
+        )
 
 
 _RUN_BASE = secrets.randbelow(10**12) * 1000

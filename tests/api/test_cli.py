@@ -69,3 +69,49 @@ def test_replay_says_when_the_service_is_not_running(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("ITSM_JIRA__WEBHOOK_SECRET", JIRA_SECRET)
     result = CliRunner().invoke(main, ["replay", "--url", "http://127.0.0.1:1", "--sample", "jira_issue_created"])
     assert result.exit_code == 1 and "cannot reach" in result.output
+
+
+def test_status_counts_what_is_stored(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from tests.conftest import fixture_bytes, fixture_headers
+
+    with TestClient(create_app(settings)) as client:
+        client.post(
+            "/webhooks/jira",
+            content=fixture_bytes("jira_issue_created.json"),
+            headers=fixture_headers("jira_issue_created.headers.json"),
+        )
+    monkeypatch.setenv("ITSM_DATABASE_URL", settings.database_url)
+    result = CliRunner().invoke(main, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output.strip().splitlines()[-1])
+    assert data["tickets"] == 1 and sum(data["events"].values()) == 1
+
+
+def test_status_explains_an_unmigrated_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ITSM_DATABASE_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    result = CliRunner().invoke(main, ["status"])
+    assert result.exit_code == 1 and "db upgrade" in result.output
+
+
+def test_replay_sends_a_recorded_fixture_byte_for_byte(redis_broker: tuple[Settings, redis.Redis]) -> None:
+    from tests.conftest import FIXTURES
+
+    settings, _broker = redis_broker
+    with LiveServer(create_app(settings)) as server:
+        args = [
+            "replay",
+            "--url",
+            server.url,
+            "--file",
+            str(FIXTURES / "jira_issue_created.json"),
+            "--headers",
+            str(FIXTURES / "jira_issue_created.headers.json"),
+        ]
+        first = CliRunner().invoke(main, args)
+        again = CliRunner().invoke(main, args)
+    assert first.exit_code == 0 and " 202 " in first.output
+    assert again.exit_code == 0 and '"duplicate"' in again.output
