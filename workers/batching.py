@@ -128,6 +128,24 @@ def claim_batch(engine: Engine, settings: Settings, event_id: int, *, redelivere
     if before > 0:
         batch.solo = True
         return batch
+    fill_batch(engine, settings, batch)
+    return batch
+
+
+def next_batch(engine: Engine, settings: Settings) -> Batch:
+    """A fresh batch of waiting events (for a worker that keeps going while a backlog exists); may be empty."""
+    batch = Batch(lease_until=utcnow() + timedelta(seconds=settings.worker.lease_s))
+    with session_scope(engine) as session:
+        batch.event_ids = claim_waiting(
+            session, limit=settings.model.batch_size, lease_until=batch.lease_until, exclude=[]
+        )
+    if batch.event_ids:
+        fill_batch(engine, settings, batch)
+    return batch
+
+
+def fill_batch(engine: Engine, settings: Settings, batch: Batch) -> None:
+    """Add waiting events until the batch is full or batch_wait_ms has passed."""
     size = settings.model.batch_size
     deadline = time.monotonic() + settings.model.batch_wait_ms / 1000
     while len(batch.event_ids) < size:
@@ -142,7 +160,6 @@ def claim_batch(engine: Engine, settings: Settings, event_id: int, *, redelivere
         if len(batch.event_ids) >= size or time.monotonic() >= deadline:
             break
         time.sleep(POLL_S)
-    return batch
 
 
 def release_batch_peers(session: Session, *, lease_until: datetime, keep: int) -> list[int]:
@@ -158,6 +175,20 @@ def release_batch_peers(session: Session, *, lease_until: datetime, keep: int) -
         .returning(col(InboundEvent.id))
     )
     return [int(r[0]) for r in res]
+
+
+def unclaim(session: Session, event_ids: list[int]) -> None:
+    """Return claimed events that never reached the model to the queue, without counting the attempt."""
+    session.execute(
+        update(InboundEvent)
+        .where(col(InboundEvent.id).in_(event_ids), col(InboundEvent.status) == EventStatus.processing)
+        .values(
+            status=EventStatus.queued,
+            lease_until=None,
+            attempts=col(InboundEvent.attempts) - 1,
+            updated_at=utcnow(),
+        )
+    )
 
 
 def _rows(result: object) -> int:

@@ -24,17 +24,17 @@ def _redelivered(task: Task) -> bool:
 def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     """Register the three tasks on `app`; reliability options come from make_celery's configuration."""
 
-    @app.task(name=TRIAGE_EVENT_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=TRIAGE_EVENT_TASK, shared=False, bind=True, acks_late=True, reject_on_worker_lost=True)
     def triage_event_task(self: Task, event_id: int) -> None:
         """Claim a batch around `event_id` and triage it (returns at once if another batch has it)."""
         triage_event(runtime.pipeline(), int(event_id), redelivered=_redelivered(self))
 
-    @app.task(name=DELIVER_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=DELIVER_TASK, shared=False, bind=True, acks_late=True, reject_on_worker_lost=True)
     def deliver_task(self: Task, delivery_id: int) -> None:
         """Write one outbox row to the ITSM tool; retries are scheduled by the delivery module itself."""
         deliver(runtime.delivery(), int(delivery_id), redelivered=_redelivered(self))
 
-    @app.task(name=SWEEP_TASK, acks_late=True)
+    @app.task(name=SWEEP_TASK, shared=False, acks_late=True)
     def sweep_task() -> None:
         """Periodic: re-enqueue stuck work, dead-letter what exhausted its attempts."""
         sweep(runtime.engine(), runtime.settings, runtime.enqueue)

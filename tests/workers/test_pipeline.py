@@ -23,7 +23,7 @@ def _event(engine: Engine, event_id: int) -> InboundEvent:
         return ev
 
 
-def test_one_message_triages_a_batch_of_waiting_events(
+def test_one_message_triages_waiting_events_in_batches(
     engine: Engine, settings: Settings, pipeline_ctx: PipelineContext, fake_llm: FakeTriager, recorder: Recorder
 ) -> None:
     settings.model.batch_size = 4
@@ -31,13 +31,12 @@ def test_one_message_triages_a_batch_of_waiting_events(
     ids = [seed_event(engine, body=f"ticket number {i}") for i in range(6)]
     report = triage_event(pipeline_ctx, ids[2])
     assert len(report.claimed) == 4 and ids[2] in report.claimed
-    assert fake_llm.batches == [4]
-    # Messages for events already claimed by that batch return without touching the model.
-    for eid in report.claimed:
+    # The task keeps going while a backlog exists: the other two form a second batch in the same task.
+    assert fake_llm.batches == [4, 2]
+    assert sorted(report.triaged) == ids
+    # Messages for events already handled return without touching the model.
+    for eid in ids:
         assert triage_event(pipeline_ctx, eid).claimed == []
-    assert fake_llm.batches == [4]
-    rest = [i for i in ids if i not in report.claimed]
-    assert triage_event(pipeline_ctx, rest[0]).claimed == sorted(rest)
     assert fake_llm.batches == [4, 2]
     with Session(engine) as s:
         assert {e.status for e in s.exec(select(InboundEvent))} == {EventStatus.triaged}
@@ -45,6 +44,18 @@ def test_one_message_triages_a_batch_of_waiting_events(
         delivery_ids = sorted(d.id for d in s.exec(select(Delivery)))
     assert len(delivery_ids) == 6
     assert sorted(recorder.ids(DELIVER_TASK)) == delivery_ids  # each delivery enqueued once, after its commit
+
+
+def test_a_waiting_event_joins_a_running_batch_claimed_by_another_message(
+    engine: Engine, settings: Settings, pipeline_ctx: PipelineContext, fake_llm: FakeTriager
+) -> None:
+    settings.model.batch_size = 8
+    settings.model.batch_wait_ms = 0
+    first, second = seed_event(engine), seed_event(engine)
+    report = triage_event(pipeline_ctx, second)
+    assert report.claimed == [second, first]
+    assert fake_llm.batches == [2]
+    assert triage_event(pipeline_ctx, first).claimed == []
 
 
 def test_triage_stores_labels_draft_versions_and_a_triage_delivery(

@@ -1,0 +1,153 @@
+"""Storing a model batch: Triage + pending Suggestion + policy decisions + triage Delivery, event -> triaged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
+
+from service.db import session_scope
+from service.domain.policy import Decision, decide_fields
+from service.domain.sanitize import scrub
+from service.domain.schemas import TriageResult
+from service.domain.tables import DeliveryKind, EventStatus, InboundEvent, Suggestion, Ticket, Triage, utcnow
+from service.outbox import add_delivery, triage_delivery_key
+from service.settings import Settings
+from workers.metrics import metrics
+from workers.note import build_note
+
+log = structlog.get_logger(__name__)
+
+# Flags (from scrubbing or the model) after which nothing is auto-applied: the text tried to steer us.
+DISTRUST_FLAG_PARTS = ("injection", "override", "smuggl")
+
+
+@dataclass(frozen=True)
+class Work:
+    """One claimed event, its ticket, and the flags scrubbing its text raised."""
+
+    event_id: int
+    ticket: Ticket
+    flags: list[str]
+
+
+def scrub_text(text: str) -> tuple[str, list[str]]:
+    """Redact secrets/PII and strip Unicode tricks before the model or the database sees the text."""
+    scrubbed = scrub(text)
+    return scrubbed.text, list(scrubbed.flags)
+
+
+def store_batch(
+    engine: Engine, settings: Settings, work: list[Work], results: list[TriageResult], *, batch_s: float
+) -> list[int]:
+    """One transaction for the whole batch (one commit, not one per ticket); returns the new delivery ids."""
+    deliveries: list[int] = []
+    counted: list[tuple[str, list[tuple[str, str]]]] = []
+    with session_scope(engine) as session:
+        for w, result in zip(work, results, strict=True):
+            stored = _store_one(session, settings, w, result, batch_s=batch_s, batch_size=len(work))
+            if stored is not None:
+                deliveries.append(stored[0])
+                counted.append((w.ticket.source, stored[1]))
+    m = metrics()
+    for source, decisions in counted:
+        m.tickets_triaged.labels(source=source).inc()
+        for field, decision in decisions:
+            m.field_decisions.labels(field=field, decision=decision).inc()
+    log.info("batch_stored", size=len(work), deliveries=len(deliveries))
+    return deliveries
+
+
+def _store_one(
+    session: Session, settings: Settings, w: Work, result: TriageResult, *, batch_s: float, batch_size: int
+) -> tuple[int, list[tuple[str, str]]] | None:
+    """Rows for one ticket; None when another worker already stored this ticket version."""
+    ticket = w.ticket
+    draft, draft_flags = scrub_text(result.draft_reply) if result.draft_reply else (None, [])
+    flags = sorted(set(w.flags + result.flags + draft_flags))
+    allow_auto = not any(p in f.lower() for f in flags for p in DISTRUST_FLAG_PARTS)
+    decisions = decide_fields(result.predictions, settings.policy, allow_auto=allow_auto)
+    triage = Triage(
+        ticket_id=_pk(ticket.id),
+        event_id=w.event_id,
+        source_version=ticket.source_version,
+        predictions={k: v.model_dump() for k, v in result.predictions.items()},
+        decisions={k: {"decision": d.decision.value, "reason": d.reason} for k, d in decisions.items()},
+        draft_reply=draft,
+        flags=flags,
+        model_version=result.model_version[:300],
+        adapter_version=(result.adapter_version or None),
+        timings=dict(result.timings) | {"batch_s": batch_s, "batch_size": float(batch_size)},
+    )
+    try:
+        with session.begin_nested():
+            session.add(triage)
+            session.flush()
+    except IntegrityError:
+        # Another worker stored this ticket version first (lease takeover): its outbox row is the one.
+        mark(session, w.event_id, EventStatus.triaged, reason="ticket version already triaged")
+        return None
+    suggestion_id: int | None = None
+    if draft:
+        suggestion = Suggestion(triage_id=_pk(triage.id), ticket_id=_pk(ticket.id), draft=draft)
+        session.add(suggestion)
+        session.flush()
+        suggestion_id = suggestion.id
+    note = build_note(
+        decisions,
+        suggestion_id=suggestion_id,
+        flags=flags,
+        model_version=triage.model_version,
+        adapter_version=triage.adapter_version,
+    )
+    fields = {k: d.label for k, d in decisions.items() if d.decision == Decision.auto}
+    delivery = add_delivery(
+        session,
+        ticket_id=_pk(ticket.id),
+        kind=DeliveryKind.triage,
+        payload={"fields": fields, "note": note, "triage_id": triage.id},
+        idempotency_key=triage_delivery_key(_pk(triage.id)),
+    )
+    mark(session, w.event_id, EventStatus.triaged)
+    return _pk(delivery.id), [(d.field, d.decision.value) for d in decisions.values()]
+
+
+def mark(
+    session: Session,
+    event_id: int,
+    status: EventStatus,
+    *,
+    reason: str | None = None,
+    error: str | None = None,
+) -> None:
+    """Move an event out of processing (conditional, so a takeover's terminal status is never overwritten)."""
+    values: dict[str, Any] = {"status": status, "lease_until": None, "updated_at": utcnow()}
+    if reason is not None:
+        values["ignored_reason"] = reason[:200]
+    if error is not None:
+        values["last_error"] = error
+    session.execute(
+        update(InboundEvent)
+        .where(col(InboundEvent.id) == event_id, col(InboundEvent.status) == EventStatus.processing)
+        .values(**values)
+    )
+
+
+def finish(
+    engine: Engine, event_id: int, status: EventStatus, *, reason: str | None = None, error: str | None = None
+) -> None:
+    """`mark` in its own transaction."""
+    with session_scope(engine) as session:
+        mark(session, event_id, status, reason=reason, error=error)
+
+
+def _pk(value: int | None) -> int:
+    """The primary key of a flushed row (typed as int for mypy)."""
+    if value is None:
+        raise ValueError("row has no id yet")
+    return value
