@@ -24,7 +24,7 @@ def mount(app: FastAPI, settings: Settings) -> None:
 
     Expects app.state.engine and app.state.celery to be set by the caller (create_app or a test app).
     """
-    from service.review import api, oidc, ui
+    from service.review import api, login, oidc, ui
 
     secret = settings.review.session_secret
     if secret is None:
@@ -34,6 +34,7 @@ def mount(app: FastAPI, settings: Settings) -> None:
         secret.get_secret_value() if secret else secrets.token_urlsafe(32), max_age_s=settings.review.session_max_age_s
     )
     app.state.review = ReviewContext(settings=settings, signer=signer)
+    app.include_router(login.router)
     app.include_router(ui.router)
     app.include_router(oidc.router)
     app.include_router(api.router)
@@ -49,7 +50,7 @@ async def _on_review_error(request: Request, exc: Exception) -> Response:
         if isinstance(exc, LoginRequired) and request.method == "GET":
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/review/login?next={quote(target)}", status_code=303)
-        from service.review.ui import render
+        from service.review.pages import render
 
         return render(
             request, "error.html", {"status": exc.status, "code": exc.code, "detail": exc.detail}, status=exc.status

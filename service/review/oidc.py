@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 from service.domain.tables import Role, User
 from service.review import audit
 from service.review.auth import ReviewError, context, engine_of, ensure_session, set_session_cookie
+from service.review.pages import safe_next
 from service.settings import ReviewSettings
 
 router = APIRouter(prefix="/review/oidc", include_in_schema=False)
@@ -52,8 +53,6 @@ async def oidc_login(request: Request, next: str = "/review/") -> Response:
         doc = await _discover(client, issuer)
     session, _new = ensure_session(request)
     state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    from service.review.ui import safe_next
-
     pending = context(request).signer.new(session.user_id, {"oidc_state": state, "next": safe_next(next)})
     params = {
         "response_type": "code",

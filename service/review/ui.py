@@ -2,116 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from service.domain.tables import Role, User
+from service.domain.tables import Role
 from service.review import actions, audit, dashboard, queries
-from service.review.auth import (
-    COOKIE_NAME,
-    Principal,
-    ReviewError,
-    authenticate_password,
-    check_csrf,
-    context,
-    engine_of,
-    ensure_session,
-    require_ui,
-    require_ui_form,
-    set_session_cookie,
-    ui_principal,
-)
+from service.review.auth import Principal, ReviewError, engine_of, require_ui, require_ui_form
 from service.review.charts import line_chart
+from service.review.pages import render
 
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 router = APIRouter(prefix="/review", include_in_schema=False)
 Viewer = Annotated[Principal, Depends(require_ui(Role.viewer))]
 Admin = Annotated[Principal, Depends(require_ui(Role.admin))]
 AgentForm = Annotated[Principal, Depends(require_ui_form(Role.agent))]
-
-
-def render(request: Request, name: str, ctx: dict[str, Any], *, status: int = 200) -> Response:
-    """Render a template with the caller, their CSRF token and the flash message; keeps the session cookie."""
-    session, new = ensure_session(request)
-    principal = ctx.pop("principal", None) or ui_principal(request)
-    page = {
-        "principal": principal,
-        "csrf_token": session.csrf,
-        "done": request.query_params.get("done"),
-        "oidc": bool(context(request).settings.review.oidc_issuer),
-        **ctx,
-    }
-    response = templates.TemplateResponse(request, name, page, status_code=status)
-    if new:
-        set_session_cookie(response, request, session)
-    return response
-
-
-def safe_next(target: str | None) -> str:
-    """Only same-site paths under /review are valid redirect targets (no open redirect)."""
-    if target and target.startswith("/review") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/review/"
-
-
-@router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next: str | None = None) -> Response:
-    """The login form (and SSO link when OIDC is configured)."""
-    return render(request, "login.html", {"next": safe_next(next), "error": None})
-
-
-@router.post("/login", response_class=HTMLResponse)
-async def login(
-    request: Request, username: Annotated[str, Form()], password: Annotated[str, Form()], next: str = Form("")
-) -> Response:
-    """Check the password; on success start a fresh session (new CSRF token) and go on."""
-    await check_csrf(request)
-    engine = engine_of(request)
-    # scrypt takes tens of milliseconds: keep it off the event loop.
-    user = await run_in_threadpool(_authenticate, engine, username[:200], password[:1024])
-    if user is None or user.id is None:
-        audit.record_now(
-            engine,
-            actor=username[:200] or "-",
-            action="login_failed",
-            target_type="user",
-            target_id=username[:200] or "-",
-        )
-        return render(
-            request, "login.html", {"next": safe_next(next), "error": "Invalid username or password."}, status=401
-        )
-    audit.record_now(
-        engine, actor=user.username, action="login", target_type="user", target_id=user.id, after={"via": "password"}
-    )
-    response = RedirectResponse(safe_next(next), status_code=303)
-    set_session_cookie(response, request, context(request).signer.new(user.id))
-    return response
-
-
-@router.post("/logout")
-async def logout(request: Request) -> Response:
-    """End the session (CSRF-protected so another site cannot log agents out)."""
-    principal = await run_in_threadpool(ui_principal, request)
-    await check_csrf(request)
-    if principal is not None:
-        audit.record_now(
-            engine_of(request),
-            actor=principal.username,
-            action="logout",
-            target_type="user",
-            target_id=principal.user_id,
-        )
-    response = RedirectResponse("/review/login", status_code=303)
-    response.delete_cookie(COOKIE_NAME, path="/")
-    return response
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -305,11 +214,6 @@ def audit_page(
 def _ticket_of(engine: Engine, suggestion_id: int) -> int:
     with Session(engine) as session:
         return queries.suggestion_view(session, suggestion_id).ticket.id or 0
-
-
-def _authenticate(engine: Engine, username: str, password: str) -> User | None:
-    with Session(engine) as session:
-        return authenticate_password(session, username, password)
 
 
 def _conf(raw: str | None) -> float | None:
