@@ -22,6 +22,7 @@ from service.outbox import add_delivery, reply_delivery_key
 from service.queue import DELIVER_TASK, TRIAGE_EVENT_TASK, enqueue, make_celery
 from service.settings import Settings
 from tests.fakes.fake_jira import FakeJira
+from tests.fakes.fake_servicenow import FakeServiceNow
 from tests.workers.conftest import seed_event
 from tests.workers.harness import WorkerProcess, free_port, redis_server, wait_for
 
@@ -67,7 +68,9 @@ def run_settings(settings: Settings, broker_url: str, fake_jira: FakeJira) -> Se
 
 
 @pytest.fixture
-def start_worker(run_settings: Settings, fake_jira: FakeJira, tmp_path: Path) -> Iterator[object]:
+def start_worker(
+    run_settings: Settings, fake_jira: FakeJira, fake_servicenow: FakeServiceNow, tmp_path: Path
+) -> Iterator[object]:
     """Start `python -m workers` against this test's database, broker and fake Jira; always stopped."""
     started: list[WorkerProcess] = []
 
@@ -80,6 +83,10 @@ def start_worker(run_settings: Settings, fake_jira: FakeJira, tmp_path: Path) ->
             "ITSM_JIRA__BASE_URL": fake_jira.url,
             "ITSM_JIRA__EMAIL": fake_jira.email,
             "ITSM_JIRA__API_TOKEN": fake_jira.api_token,
+            "ITSM_SERVICENOW__INSTANCE_URL": fake_servicenow.url,
+            "ITSM_SERVICENOW__USERNAME": fake_servicenow.username,
+            "ITSM_SERVICENOW__PASSWORD": fake_servicenow.password,
+            "ITSM_SERVICENOW__TIMEOUT_S": "1",
             **extra,
         }
         w = WorkerProcess(
@@ -239,3 +246,46 @@ def test_pool_child_killed_mid_batch_still_triages_once(
         ev = s.get(InboundEvent, eid)
         assert ev is not None and ev.status == EventStatus.triaged and ev.attempts == 2
         assert len(s.exec(select(Triage)).all()) == 1
+
+
+def test_servicenow_gets_one_work_note_and_one_comment_per_incident_despite_faults(
+    engine: Engine, run_settings: Settings, fake_servicenow: FakeServiceNow, start_worker: object
+) -> None:
+    sys_ids = [f"{i:032x}" for i in range(1, 5)]
+    for sid in sys_ids:
+        fake_servicenow.add_incident(sid)
+        seed_event(engine, source="servicenow", external_id=sid, subject="Email outage", body="No mail since 9:00")
+    patch = r"/table/incident/"
+    for fake_patch in (
+        lambda: fake_servicenow.fail_next(429, times=2, method="PATCH", path=patch, headers={"Retry-After": "1"}),
+        lambda: fake_servicenow.fail_next(503, times=1, method="PATCH", path=patch),
+        lambda: fake_servicenow.hang_next(2.5, times=1, apply=True, method="PATCH", path=patch),
+        lambda: fake_servicenow.drop_after_write_next(times=1, method="PATCH", path=patch),
+    ):
+        fake_patch()
+    producer = make_celery(run_settings)
+    with Session(engine) as s:
+        for eid in s.exec(select(InboundEvent.id)):
+            enqueue(producer, TRIAGE_EVENT_TASK, eid)
+    worker = start_worker()  # type: ignore[operator]
+    sent = DeliveryStatus.sent
+    wait_for(
+        lambda: _count(engine, Delivery, Delivery.kind == "triage", Delivery.status == sent) == 4,
+        timeout=120,
+        what="4 work notes delivered",
+        worker=worker,
+    )
+    assert all(f.times == 0 for f in fake_servicenow.faults)
+    for rid in _approve_all(engine):
+        enqueue(producer, DELIVER_TASK, rid)
+    wait_for(
+        lambda: _count(engine, Delivery, Delivery.kind == "reply", Delivery.status == sent) == 4,
+        timeout=120,
+        what="4 comments delivered",
+        worker=worker,
+    )
+    for sid in sys_ids:
+        incident = fake_servicenow.incident(sid)
+        assert len(incident.work_notes) == 1, incident.journal
+        assert len(incident.comments) == 1, incident.journal
+        assert incident.priority_writes == []  # ServiceNow computes priority; we never write it
