@@ -8,6 +8,7 @@ from tests.reliability.harness.ledger import (
     jira_ticket,
     lost_and_duplicated,
     post,
+    send_paced,
     servicenow_ticket,
     wait_until,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "lost_and_duplicated",
     "make_workdir",
     "post",
+    "send_paced",
     "service_env",
     "servicenow_ticket",
     "wait_port",

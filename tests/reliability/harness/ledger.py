@@ -143,3 +143,22 @@ def lost_and_duplicated(counts: dict[str, int], *, expected_per_issue: int = 1) 
     lost = sum(1 for c in counts.values() if c < expected_per_issue)
     duplicated = sum(max(0, c - expected_per_issue) for c in counts.values())
     return lost, duplicated
+
+
+def send_paced(base_url: str, deliveries: list[Delivery], *, rps: float, timeout_s: float = 30.0) -> list[int]:
+    """Send deliveries one after another at a fixed rate (a sender that does not back off); returns statuses.
+
+    A transport error counts as status 0 (the sender would retry it; the caller decides what that means).
+    """
+    statuses: list[int] = []
+    started = time.monotonic()
+    with httpx.Client() as client:
+        for i, d in enumerate(deliveries):
+            delay = started + i / rps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                statuses.append(post(client, base_url, d, timeout_s=timeout_s).status_code)
+            except httpx.TransportError:
+                statuses.append(0)
+    return statuses

@@ -119,6 +119,15 @@ class Stack:
         self.workers.append(proc)
         return proc.start()
 
+    def sweeper(self, **env: str) -> WorkerProcess:
+        """The production sweeper topology (helm chart): `worker --queues deliver --beat`, its own process tree,
+        so killing the triage worker leaves it running."""
+        proc = WorkerProcess(
+            self.env(**env), self.dir / "logs", queues="deliver", beat=True, name=f"sweeper-{len(self.processes)}"
+        )
+        self.processes.append(proc)
+        return proc.start()
+
     @property
     def url(self) -> str:
         """Base URL of the first API process."""
