@@ -181,16 +181,17 @@ def day_out(d: dashboard.DayStats, fields: list[str]) -> DayOut:
 def suggestion_out(view: queries.SuggestionView) -> SuggestionOut:
     """API shape of a suggestion view."""
     s, t, tr = view.suggestion, view.ticket, view.triage
-    preds = {
-        name: FieldPrediction(
+    preds = {}
+    for name, p in (tr.predictions or {}).items():
+        decision, reason = view.decision(name)
+        preds[name] = FieldPrediction(
             label=(p or {}).get("label"),
             confidence=(p or {}).get("confidence"),
             probabilities=(p or {}).get("probabilities") or {},
-            decision=(tr.decisions or {}).get(name),
+            decision=decision,
+            decision_reason=reason,
             final=view.labels.get(name),
         )
-        for name, p in (tr.predictions or {}).items()
-    }
     return SuggestionOut(
         id=s.id or 0,
         status=s.status,

@@ -123,6 +123,10 @@ class SuggestionView:
     corrections: list[LabelCorrection]
     deliveries: list[Delivery]
 
+    def decision(self, field_name: str) -> tuple[str | None, str | None]:
+        """What the pipeline did with a field (auto / suggest / shadow / unmapped) and why."""
+        return decision_of(self.triage, field_name)
+
     def options(self, field_name: str) -> list[tuple[str, float]]:
         """A field's labels with their probabilities, most likely first."""
         probs = (self.triage.predictions.get(field_name) or {}).get("probabilities") or {}
@@ -149,3 +153,11 @@ def suggestion_view(session: Session, suggestion_id: int) -> SuggestionView:
     assert ticket.id is not None
     labels = effective_labels(triage, latest_corrections(session, [ticket.id]).get(ticket.id, {}))
     return SuggestionView(sug, ticket, triage, labels, corrections, deliveries)
+
+
+def decision_of(triage: Triage, field_name: str) -> tuple[str | None, str | None]:
+    """A field's policy decision and reason; the pipeline stores {"decision", "reason"}, older rows a bare string."""
+    raw = (triage.decisions or {}).get(field_name)
+    if isinstance(raw, dict):
+        return (str(raw["decision"]) if raw.get("decision") else None), raw.get("reason")
+    return (str(raw) if raw else None), None

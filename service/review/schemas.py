@@ -17,6 +17,7 @@ class FieldPrediction(BaseModel):
     confidence: float | None
     probabilities: dict[str, float] = Field(default_factory=dict)
     decision: str | None = Field(None, description="auto | suggest | shadow | unmapped")
+    decision_reason: str | None = Field(None, description="Why the policy decided so (threshold, gate, mode).")
     final: str | None = Field(None, description="The value after corrections (what the ticket finally has).")
 
 

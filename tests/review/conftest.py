@@ -90,7 +90,10 @@ def seed_suggestion(
             ticket_id=ticket.id,
             source_version=1,
             predictions=predictions or PREDICTIONS,
-            decisions={"queue": "auto", "priority": "suggest"},
+            decisions={
+                "queue": {"decision": "auto", "reason": "confidence 0.82 >= threshold 0.80"},
+                "priority": {"decision": "suggest", "reason": "suggest mode"},
+            },
             draft_reply=draft,
             model_version="test",
         )

@@ -164,3 +164,28 @@ def _env(settings: Settings) -> dict[str, str]:
         "ITSM_VAR_DIR": str(settings.var_dir),
         "ITSM_BROKER_URL": settings.broker_url,
     }
+
+
+def test_a_suggestion_shows_probabilities_policy_decisions_and_final_values(
+    client: TestClient, engine: Engine, accounts: Accounts
+) -> None:
+    sid = seed_suggestion(engine)
+    client.post("/api/v1/tickets/1/corrections", json={"fields": {"priority": "P2"}}, headers=accounts.headers("agent"))
+    out = client.get(f"/api/v1/suggestions/{sid}", headers=accounts.headers("viewer")).json()
+    queue, priority = out["predictions"]["queue"], out["predictions"]["priority"]
+    assert (queue["label"], queue["decision"], queue["final"]) == ("Network", "auto", "Network")
+    assert queue["decision_reason"].startswith("confidence 0.82") and queue["probabilities"]["Access"] == 0.1
+    assert (priority["label"], priority["decision"], priority["final"]) == ("P3", "suggest", "P2")
+    assert [(c["field"], c["new_value"]) for c in out["corrections"]] == [("priority", "P2")]
+    assert [(d["kind"], d["status"]) for d in out["deliveries"]] == [("correction", "pending")]
+    assert out["ticket"]["subject"] == "VPN drops every 10 minutes"
+
+
+def test_decisions_stored_as_bare_strings_are_still_understood() -> None:
+    from service.domain.tables import Triage
+    from service.review.queries import decision_of
+
+    triage = Triage(ticket_id=1, decisions={"queue": "auto", "priority": {"decision": "shadow", "reason": "r"}})
+    assert decision_of(triage, "queue") == ("auto", None)
+    assert decision_of(triage, "priority") == ("shadow", "r")
+    assert decision_of(triage, "missing") == (None, None)
