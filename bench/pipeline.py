@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -134,10 +135,15 @@ def main() -> None:
     ap.add_argument("--batch-wait-ms", type=int, default=200)
     ap.add_argument("--backend", choices=["fake", "hf"], default="fake")
     ap.add_argument("--fake-latency-ms", type=int, default=400, help="per-batch latency of the fake model")
+    ap.add_argument("--adapter", default=None, help="hf backend: adapter dir (default: the shipped adapter)")
+    ap.add_argument("--no-draft", action="store_true", help="classify only (no reply drafting)")
+    ap.add_argument("--max-new-tokens", type=int, default=160, help="hf backend: bound on a drafted reply")
     ap.add_argument("--broker", choices=["redis", "sqlite"], default="redis")
     ap.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     ap.add_argument("--deliver-concurrency", type=int, default=4)
     args = ap.parse_args()
+    # A TERM (timeout, Ctrl-C from a wrapper) unwinds the ExitStack so no server or worker is left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     tmp = Path(tempfile.mkdtemp(prefix="itsm-bench-pipeline-"))
     db_url = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
@@ -164,12 +170,21 @@ def main() -> None:
             "ITSM_MODEL__BATCH_WAIT_MS": str(args.batch_wait_ms),
             "ITSM_POLICY": json.dumps({"priority": {"mode": "auto", "threshold": 0.9}}),
             "ITSM_LOG__LEVEL": "WARNING",
+            "ITSM_MODEL__DRAFT_REPLIES": str(not args.no_draft).lower(),
+            "ITSM_MODEL__MAX_NEW_TOKENS": str(args.max_new_tokens),
+            "ITSM_MODEL__CACHE_DIR": str(REPO / "var" / "models"),
+            **({"ITSM_MODEL__ADAPTER": args.adapter} if args.adapter else {}),
         }
-        settings = Settings(
-            database_url=db_url,
-            broker_url=broker,
-            model={"backend": args.backend, "fake_latency_ms": args.fake_latency_ms, "batch_size": args.batch_size},
-        )
+        model = {
+            "backend": args.backend,
+            "fake_latency_ms": args.fake_latency_ms,
+            "batch_size": args.batch_size,
+            "adapter": args.adapter,
+            "draft_replies": not args.no_draft,
+            "max_new_tokens": args.max_new_tokens,
+            "cache_dir": REPO / "var" / "models",
+        }
+        settings = Settings(database_url=db_url, broker_url=broker, model=model)
         upgrade(settings)
         engine = make_engine(settings)
         port = free_port()
@@ -200,8 +215,8 @@ def main() -> None:
             sizes = [t.timings.get("batch_size", 0) for t in s.exec(select(Triage).where(Triage.id > len(warm)))]
         notes = [len(i.internal_comments()) for k, i in fake.issues.items() if k.isdigit() and k != "10231"]
         print(
-            f"backend={args.backend} batch_size={args.batch_size} batch_wait_ms={args.batch_wait_ms} "
-            f"tickets={args.tickets} broker={args.broker} db={db_url.split(':')[0]}"
+            f"backend={args.backend} draft={not args.no_draft} batch_size={args.batch_size} "
+            f"batch_wait_ms={args.batch_wait_ms} tickets={args.tickets} broker={args.broker} db={db_url.split(':')[0]}"
         )
         print(f"model alone          {alone:8.2f} tickets/s  (before {alone_before:.2f}, after {alone_after:.2f})")
         print(f"pipeline end-to-end  {pipeline_rate:8.2f} tickets/s  (webhook -> note written to fake Jira)")

@@ -9,11 +9,20 @@ from typing import Any
 
 import structlog
 from sqlalchemy import and_, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from service.db import session_scope
-from service.domain.tables import Delivery, DeliveryStatus, EventStatus, InboundEvent, utcnow
+from service.domain.tables import (
+    Delivery,
+    DeliveryStatus,
+    EventStatus,
+    InboundEvent,
+    Suggestion,
+    SuggestionStatus,
+    utcnow,
+)
 from service.queue import DELIVER_TASK, TRIAGE_EVENT_TASK
 from service.settings import Settings
 from workers.metrics import metrics
@@ -133,14 +142,20 @@ def _sweep_deliveries(engine: Engine, settings: Settings, enqueue: Enqueue, now:
     expired = and_(col(Delivery.status) == DeliveryStatus.in_flight, col(Delivery.lease_until) < now)
     with session_scope(engine) as session:
         rows = list(
-            session.exec(
-                select(Delivery.id, Delivery.status, Delivery.attempts, Delivery.updated_at)
+            session.execute(
+                sa_select(
+                    col(Delivery.id),
+                    col(Delivery.status),
+                    col(Delivery.attempts),
+                    col(Delivery.updated_at),
+                    col(Delivery.payload),
+                )
                 .where(or_(due, expired))
                 .order_by(col(Delivery.id))
                 .limit(SWEEP_LIMIT)
             )
         )
-    for row_id, status, attempts, updated_at in rows:
+    for row_id, status, attempts, updated_at, payload in rows:
         delivery_id = int(row_id or 0)
         values: dict[str, Any]
         give_up = attempts > settings.worker.delivery_max_retries
@@ -175,6 +190,16 @@ def _sweep_deliveries(engine: Engine, settings: Settings, enqueue: Enqueue, now:
                 continue
             if not give_up:
                 enqueue(DELIVER_TASK, delivery_id, None)
+            elif (payload or {}).get("suggestion_id") is not None:
+                # The approved reply will never be posted: the review UI shows it as failed.
+                session.execute(
+                    update(Suggestion)
+                    .where(
+                        col(Suggestion.id) == int(payload["suggestion_id"]),
+                        col(Suggestion.status) == SuggestionStatus.approved,
+                    )
+                    .values(status=SuggestionStatus.failed, version=col(Suggestion.version) + 1)
+                )
         if give_up:
             report.deliveries_dead.append(delivery_id)
             metrics().dead_letters.labels(kind="delivery", reason="max_attempts").inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from service.db import session_scope
 from service.domain.tables import Delivery, DeliveryStatus, EventStatus, InboundEvent, utcnow
@@ -121,3 +121,32 @@ def test_sweep_once_publishes_to_the_configured_broker(engine: Engine, settings:
     _set(engine, InboundEvent, eid, updated_at=utcnow() - timedelta(seconds=settings.worker.stuck_grace_s + 5))
     assert sweep_once(settings).events_requeued == [eid]
     assert _status(engine, InboundEvent, eid) == EventStatus.queued
+
+
+def test_a_dead_lettered_reply_marks_its_approved_suggestion_failed(
+    engine: Engine, settings: Settings, pipeline_ctx: PipelineContext, recorder: Recorder
+) -> None:
+    from service.domain.tables import DeliveryKind, Suggestion, SuggestionStatus
+    from service.outbox import add_delivery, reply_delivery_key
+
+    triage_event(pipeline_ctx, seed_event(engine))
+    old = utcnow() - timedelta(seconds=settings.worker.stuck_grace_s + 5)
+    with session_scope(engine) as s:
+        sug = s.exec(select(Suggestion)).one()
+        sug.status = SuggestionStatus.approved
+        s.add(sug)
+        assert sug.id is not None
+        row = add_delivery(
+            s,
+            ticket_id=sug.ticket_id,
+            kind=DeliveryKind.reply,
+            payload={"public_reply": "hi", "suggestion_id": sug.id},
+            idempotency_key=reply_delivery_key(sug.id),
+        )
+        row.status, row.attempts = DeliveryStatus.failed, settings.worker.delivery_max_retries + 1
+        row.next_attempt_at = row.updated_at = old
+        s.add(row)
+        did = row.id
+    assert sweep(engine, settings, recorder).deliveries_dead == [did]
+    with Session(engine) as s:
+        assert s.exec(select(Suggestion)).one().status == SuggestionStatus.failed
