@@ -13,6 +13,7 @@ from service.queue import DELIVER_TASK
 from service.settings import Settings
 from tests.workers.conftest import Recorder, ScriptedWriter, seed_event
 from workers.delivery import DeliveryContext, backoff_s, deliver
+from workers.fake_triager import FakeTriager
 from workers.pipeline import PipelineContext, triage_event
 
 
@@ -103,6 +104,7 @@ def test_transient_errors_dead_letter_after_max_retries(
     pipeline_ctx: PipelineContext,
     delivery_ctx: DeliveryContext,
     writer: ScriptedWriter,
+    fake_llm: FakeTriager,
 ) -> None:
     settings.worker.delivery_max_retries = 2
     settings.worker.delivery_backoff_base_s = 0.0
@@ -115,6 +117,7 @@ def test_transient_errors_dead_letter_after_max_retries(
     assert outcomes == ["retry", "retry", "dead", "done", "done"]
     assert len(writer.calls) == 3
     assert "retries exhausted" in (_row(engine, did).last_error or "")
+    assert fake_llm.batches == [1]  # an ITSM failure retries the delivery only, never the model
 
 
 def test_reply_delivery_marks_the_suggestion_delivered(
