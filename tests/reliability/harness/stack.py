@@ -104,7 +104,13 @@ class Stack:
         return proc.start()
 
     def worker(
-        self, *, queues: str = "triage,deliver", beat: bool = False, concurrency: int = 1, **env: str
+        self,
+        *,
+        queues: str = "triage,deliver",
+        beat: bool = False,
+        concurrency: int = 1,
+        timeout_s: float = 90.0,
+        **env: str,
     ) -> WorkerProcess:
         """Start a worker (waits for Celery's ready line)."""
         proc = WorkerProcess(
@@ -117,7 +123,7 @@ class Stack:
         )
         self.processes.append(proc)
         self.workers.append(proc)
-        return proc.start()
+        return proc.start(timeout_s=timeout_s)
 
     def sweeper(self, **env: str) -> WorkerProcess:
         """The production sweeper topology (helm chart): `worker --queues deliver --beat`, its own process tree,
@@ -136,6 +142,10 @@ class Stack:
     def logs(self) -> str:
         """Every service log, for failure messages."""
         return "\n".join(f"==== {p.name}\n{p.log_text()[-4000:]}" for p in self.processes)
+
+    def logs_full(self) -> str:
+        """Every service log in full (for secret-leak checks)."""
+        return "\n".join(p.log_text() for p in self.processes)
 
     def close(self) -> None:
         """Stop processes, proxies, fake and servers; remove the work dir."""
