@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,3 +210,11 @@ def serve(app: FastAPI) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Tell reviewers where the browser tests left their screenshots."""
+    folder = Path(__file__).resolve().parents[2] / "test-artifacts" / "review"
+    shots = sorted(folder.glob("*.png")) if folder.exists() else []
+    if shots:
+        terminalreporter.write_line(f"review screenshots ({len(shots)}): {folder}")

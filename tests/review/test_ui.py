@@ -217,3 +217,24 @@ def test_a_forged_session_cookie_is_ignored(client: TestClient, engine: Engine, 
     client.cookies.clear()
     client.cookies.set(COOKIE_NAME, body + "." + sig[::-1])
     assert client.get("/review/").status_code == 303
+
+
+def test_the_queue_page_filters_by_source_field_value_and_confidence_percent(
+    client: TestClient, engine: Engine, people: None
+) -> None:
+    low = {"queue": {"label": "Access", "confidence": 0.4, "probabilities": {"Access": 0.4, "Network": 0.6}}}
+    seed_suggestion(engine, subject="jira network", source="jira")
+    seed_suggestion(engine, subject="sn access low", source="servicenow", predictions=low)
+    login(client, "viewer")
+
+    def rows(**params: str) -> list[str]:
+        html = client.get("/review/", params=params).text
+        return [t for t in re.findall(r'<a href="/review/suggestions/\d+">([^<]+)</a></td>', html) if not t.isdigit()]
+
+    assert rows() == ["sn access low", "jira network"]
+    assert rows(source="jira") == ["jira network"]
+    assert rows(field="queue", value="Access") == ["sn access low"]
+    assert rows(field="queue", max_conf="50") == ["sn access low"]  # percent or fraction both work
+    assert rows(field="queue", min_conf="0.5") == ["jira network"]
+    assert rows(status="approved") == []
+    assert client.get("/review/", params={"status": "nonsense"}).status_code == 422
