@@ -10,6 +10,7 @@ from fastapi.templating import Jinja2Templates
 
 from service.review.auth import context, ensure_session, set_session_cookie, ui_principal
 
+FLASHES = {"approved", "rejected", "corrected", "unchanged"}
 # Jinja2Templates autoescapes .html: ticket text and model output always render as text.
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
@@ -21,7 +22,8 @@ def render(request: Request, name: str, ctx: dict[str, Any], *, status: int = 20
     page = {
         "principal": principal,
         "csrf_token": session.csrf,
-        "done": request.query_params.get("done"),
+        # Only known outcomes are echoed: arbitrary text in a trusted banner would be content spoofing.
+        "done": done if (done := request.query_params.get("done")) in FLASHES else None,
         "oidc": bool(context(request).settings.review.oidc_issuer),
         **ctx,
     }

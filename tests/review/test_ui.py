@@ -238,3 +238,26 @@ def test_the_queue_page_filters_by_source_field_value_and_confidence_percent(
     assert rows(field="queue", min_conf="0.5") == ["jira network"]
     assert rows(status="approved") == []
     assert client.get("/review/", params={"status": "nonsense"}).status_code == 422
+
+
+def test_repeated_wrong_passwords_lock_that_username_only(client: TestClient, engine: Engine, people: None) -> None:
+    from service.review.login import LOCKOUT_FAILURES
+
+    token = csrf_of(client.get("/review/login").text)
+    for _ in range(LOCKOUT_FAILURES):
+        resp = client.post("/review/login", data={"username": "agent", "password": "guess", "csrf_token": token})
+        assert resp.status_code == 401
+    right = {"username": "agent", "password": PASSWORD, "csrf_token": token}
+    assert client.post("/review/login", data=right).status_code == 429  # even the right password now
+    assert client.get("/review/").status_code == 303
+    login(client, "viewer")  # other accounts are unaffected
+    failed = audit_rows(engine, "login_failed")
+    assert len(failed) == LOCKOUT_FAILURES + 1 and failed[-1].after == {"locked": True}
+
+
+def test_only_known_outcomes_are_echoed_in_the_banner(client: TestClient, engine: Engine, people: None) -> None:
+    sid = seed_suggestion(engine)
+    login(client, "viewer")
+    assert "Done: approved" in client.get(f"/review/suggestions/{sid}", params={"done": "approved"}).text
+    spoof = client.get(f"/review/suggestions/{sid}", params={"done": "call 555-0100 to unlock"}).text
+    assert "555-0100" not in spoof and "Done:" not in spoof
