@@ -1,0 +1,136 @@
+"""Sustained signed-webhook load against the real API process while workers are busy (RELIABILITY T1).
+
+    python bench/load.py                 # 10 s saturation probe + 60 s at half of it
+    python bench/load.py --full          # 5 minutes at half of saturation (the T1 row)
+    python bench/load.py --rate 50       # a fixed rate instead of half of the measured saturation
+
+The stack is private (PostgreSQL and Redis processes on free ports, the fake Jira), the API is `itsm-triage
+serve`, workers are `itsm-triage worker` with the fake model (a fixed per-batch latency keeps them busy). The load
+generator runs in another process on loopback; every request is correctly signed and has a unique delivery id.
+Prints ack latency p50/p95/p99/max, errors, the API's CPU and RSS growth, and checks stored == acknowledged.
+Goal: p99 <= 50 ms at half of saturation, zero non-2xx, RSS growth < 10 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.reliability.harness import Stack, jira_ticket  # noqa: E402
+
+WORKER_ENV = {
+    "ITSM_MODEL__FAKE_LATENCY_MS": "50",
+    "ITSM_MODEL__BATCH_WAIT_MS": "20",
+    "ITSM_WORKER__STUCK_GRACE_S": "60",
+}
+
+
+def _requests(base: int) -> Iterator[bytes]:
+    """Endless unique signed Jira deliveries as raw HTTP/1.1 requests (built lazily in the load process)."""
+    from bench.loadgen import build_request
+
+    n = base
+    while True:
+        d = jira_ticket(n, delivery_id=f"load-{n}")
+        yield build_request(d.path, d.body, d.headers)
+        n += 1
+
+
+def _load_process(kind: str, port: int, base: int, seconds: float, rate: float, conns: int, out: Any) -> None:
+    """Child process: run one phase and send back the raw figures."""
+    from bench import loadgen
+
+    reqs: Any = _requests(base)  # an iterator: loadgen cycles it lazily, so every request is unique
+    if kind == "closed":
+        res = asyncio.run(loadgen.closed_loop(port, reqs, connections=conns, duration_s=seconds))
+    else:
+        res = asyncio.run(loadgen.open_loop(port, reqs, rate=rate, duration_s=seconds, connections=conns))
+    out.put({"latencies": res.latencies, "statuses": res.statuses, "elapsed": res.elapsed})
+
+
+def run_phase(kind: str, port: int, base: int, *, seconds: float, rate: float = 0.0, conns: int = 32) -> Any:
+    """Run a load phase in a separate process (so the generator's CPU is not the API's) and collect it."""
+    from bench.loadgen import Result
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_load_process, args=(kind, port, base, seconds, rate, conns, out))
+    proc.start()
+    data = out.get(timeout=seconds + 300)
+    proc.join(timeout=30)
+    return Result(latencies=data["latencies"], statuses=data["statuses"], elapsed=data["elapsed"])
+
+
+def _proc_stat(pid: int) -> tuple[float, int]:
+    """(CPU seconds, RSS KiB) of a process from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
+    return cpu, rss
+
+
+def main() -> None:
+    """Saturation probe, then a sustained open-loop phase at half of it; print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="sustain for 300 s (the T1 row)")
+    parser.add_argument("--seconds", type=float, default=None, help="sustained phase length (default 60, --full 300)")
+    parser.add_argument("--rate", type=float, default=None, help="fixed rate instead of half of saturation")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes kept busy during the load")
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    seconds = args.seconds or (300.0 if args.full else 60.0)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    print(f"commit {commit.strip()}  cores {os.cpu_count()}  workers {args.workers} (fake model, 50 ms per batch)")
+    with Stack(env=WORKER_ENV) as st:
+        api = st.api()
+        for _ in range(args.workers):
+            st.worker()
+        sat = run_phase("closed", api.port, 1_000_000, seconds=10.0, conns=args.connections)
+        print(sat.line("saturation (closed loop)"))
+        rate = args.rate or max(1.0, sat.rps / 2)
+        warm = run_phase("open", api.port, 2_000_000, seconds=5.0, rate=rate, conns=args.connections)
+        print(warm.line(f"warm-up {rate:.0f} req/s"))
+        cpu0, rss0 = _proc_stat(api.pid)
+        t0 = time.monotonic()
+        res = run_phase("open", api.port, 3_000_000, seconds=seconds, rate=rate, conns=args.connections)
+        cpu1, rss1 = _proc_stat(api.pid)
+        wall = time.monotonic() - t0
+        assert st.ledger is not None
+        stored = int(st.ledger.scalar("SELECT count(*) FROM inbound_event WHERE delivery_id LIKE 'load-3%'") or 0)
+        backlog = st.ledger.snapshot().events
+    acked = sum(n for code, n in res.statuses.items() if 200 <= code < 300)
+    growth = (rss1 - rss0) / rss0 * 100 if rss0 else 0.0
+    print(res.line(f"sustained {rate:.0f} req/s {seconds:.0f} s"))
+    print()
+    print(f"saturation:          {sat.rps:.0f} req/s (closed loop, {args.connections} connections)")
+    print(f"sustained rate:      {res.rps:.1f} req/s offered {rate:.1f} for {seconds:.0f} s ({res.count} requests)")
+    print(
+        f"ack latency:         p50 {res.pct(50):.1f} ms  p95 {res.pct(95):.1f} ms  p99 {res.pct(99):.1f} ms  "
+        f"max {max(res.latencies) * 1000 if res.latencies else 0:.1f} ms"
+    )
+    print(f"errors:              non-2xx {res.non_2xx}  statuses {dict(sorted(res.statuses.items()))}")
+    print(f"API CPU:             {(cpu1 - cpu0) / wall * 100:.0f} % of one core")
+    print(f"API RSS:             {rss0 / 1024:.1f} MiB -> {rss1 / 1024:.1f} MiB  growth {growth:+.1f} %")
+    print(f"stored vs acked:     {stored} / {acked}  lost {max(0, acked - stored)}")
+    print(f"events by status:    {dict(backlog)} (received/queued = backlog behind the busy workers)")
+    ok = res.pct(99) <= 50 and res.non_2xx == 0 and growth < 10 and stored >= acked
+    print(f"goal (p99 <= 50 ms, 0 non-2xx, RSS growth < 10 %, 0 lost): {'met' if ok else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
