@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from sqlmodel import Session
 
-from service.domain.tables import LabelCorrection, Role
-from service.review import actions, audit, dashboard, queries
+from service.domain.tables import LabelCorrection, Role, User
+from service.review import accounts, actions, audit, dashboard, queries
 from service.review.auth import Principal, ReviewError, engine_of, require_api
 from service.review.schemas import (
     ApproveIn,
@@ -27,6 +27,8 @@ from service.review.schemas import (
     SuggestionOut,
     SuggestionSummary,
     TicketOut,
+    UserOut,
+    UserPatch,
 )
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -148,6 +150,32 @@ def audit_log(
     with Session(engine_of(request)) as session:
         rows, total = audit.list_entries(session, limit=limit, offset=offset, action=action, actor=actor)
     return AuditPage(items=[AuditOut.model_validate(r, from_attributes=True) for r in rows], total=total)
+
+
+@router.get("/users", response_model=list[UserOut])
+def users(request: Request, _principal: Admin) -> list[UserOut]:
+    """All review accounts (admins only)."""
+    return [user_out(u, n) for u, n in accounts.list_users(engine_of(request))]
+
+
+@router.patch("/users/{user_id}", response_model=UserOut, responses={404: {}, 409: {}})
+def patch_user(request: Request, user_id: int, body: UserPatch, principal: Admin) -> UserOut:
+    """Change an account's role or disable it (its sessions and tokens stop at once); admins only."""
+    engine = engine_of(request)
+    accounts.update_user(engine, actor=principal.username, user_id=user_id, role=body.role, disabled=body.disabled)
+    return next(user_out(u, n) for u, n in accounts.list_users(engine) if u.id == user_id)
+
+
+def user_out(user: User, tokens: int) -> UserOut:
+    """API shape of an account."""
+    return UserOut(
+        id=user.id or 0,
+        username=user.username,
+        role=user.role,
+        disabled=user.disabled,
+        sso=user.oidc_subject is not None,
+        api_tokens=tokens,
+    )
 
 
 def correction_out(row: LabelCorrection) -> CorrectionOut:

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service.domain.tables import Role
 from service.review.actions import MAX_REPLY_CHARS
 
 
@@ -173,3 +174,21 @@ class MeOut(BaseModel):
 
     username: str
     role: str
+
+
+class UserOut(BaseModel):
+    """An account (never its password hash or tokens)."""
+
+    id: int
+    username: str
+    role: str
+    disabled: bool
+    sso: bool = Field(description="Provisioned or linked by OIDC single sign-on.")
+    api_tokens: int
+
+
+class UserPatch(BaseModel):
+    """Change a role and/or the disabled flag."""
+
+    role: Role | None = None
+    disabled: bool | None = None

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from service.domain.tables import Role
-from service.review import actions, audit, dashboard, queries
+from service.review import accounts, actions, audit, dashboard, queries
 from service.review.auth import Principal, ReviewError, engine_of, require_ui, require_ui_form
 from service.review.charts import line_chart
 from service.review.pages import render
@@ -21,6 +21,7 @@ router = APIRouter(prefix="/review", include_in_schema=False)
 Viewer = Annotated[Principal, Depends(require_ui(Role.viewer))]
 Admin = Annotated[Principal, Depends(require_ui(Role.admin))]
 AgentForm = Annotated[Principal, Depends(require_ui_form(Role.agent))]
+AdminForm = Annotated[Principal, Depends(require_ui_form(Role.admin))]
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -214,6 +215,35 @@ def audit_page(
 def _ticket_of(engine: Engine, suggestion_id: int) -> int:
     with Session(engine) as session:
         return queries.suggestion_view(session, suggestion_id).ticket.id or 0
+
+
+@router.get("/users", response_class=HTMLResponse)
+def users_page(request: Request, principal: Admin) -> Response:
+    """Accounts with their roles (admins only); new accounts come from `itsm-triage users create` or SSO."""
+    rows = accounts.list_users(engine_of(request))
+    return render(request, "users.html", {"principal": principal, "rows": rows, "roles": [r.value for r in Role]})
+
+
+@router.post("/users/{user_id}")
+def update_user(
+    request: Request,
+    user_id: int,
+    principal: AdminForm,
+    role: Annotated[Role, Form()],
+    disabled: Annotated[bool, Form()] = False,
+) -> Response:
+    """Change a role or disable an account from the users page."""
+    try:
+        accounts.update_user(
+            engine_of(request), actor=principal.username, user_id=user_id, role=role, disabled=disabled
+        )
+    except ReviewError as exc:
+        if exc.status != 409:
+            raise
+        rows = accounts.list_users(engine_of(request))
+        ctx = {"principal": principal, "rows": rows, "roles": [r.value for r in Role], "error": exc.detail}
+        return render(request, "users.html", ctx, status=409)
+    return RedirectResponse("/review/users", status_code=303)
 
 
 def _conf(raw: str | None) -> float | None:

@@ -77,6 +77,7 @@ PAGES = {
     "ticket": ("/review/suggestions/1", "viewer"),
     "dashboard": ("/review/dashboard", "viewer"),
     "audit": ("/review/audit", "admin"),
+    "users": ("/review/users", "admin"),
 }
 RANK = {"viewer": 0, "agent": 1, "admin": 2}
 
@@ -261,3 +262,19 @@ def test_only_known_outcomes_are_echoed_in_the_banner(client: TestClient, engine
     assert "Done: approved" in client.get(f"/review/suggestions/{sid}", params={"done": "approved"}).text
     spoof = client.get(f"/review/suggestions/{sid}", params={"done": "call 555-0100 to unlock"}).text
     assert "555-0100" not in spoof and "Done:" not in spoof
+
+
+def test_admin_changes_a_role_on_the_users_page(client: TestClient, engine: Engine, people: None) -> None:
+    token = login(client, "admin")
+    page = client.get("/review/users").text
+    assert "viewer" in page and "password_hash" not in page
+    assert client.post("/review/users/1", data={"role": "agent"}).status_code == 403  # no CSRF token
+    assert client.post("/review/users/1", data={"role": "agent", "csrf_token": token}).status_code == 303
+    last = client.post("/review/users/3", data={"role": "viewer", "csrf_token": token})
+    assert last.status_code == 409 and "no active admin" in last.text
+    assert [(a.action, a.after) for a in audit_rows(engine) if a.action == "role_changed"] == [
+        ("role_changed", {"role": "agent"})
+    ]
+    other = TestClient(client.app, base_url="https://testserver", follow_redirects=False)
+    agent_token = login(other, "agent")
+    assert other.post("/review/users/1", data={"role": "admin", "csrf_token": agent_token}).status_code == 403
