@@ -182,3 +182,44 @@ def test_redis_outage_under_load_keeps_acks_2xx_and_loses_nothing(fault_stack: S
     print(f"{mode}: non-2xx={len(non_2xx)} lost={lost} duplicated={duplicated} settled {recovered:.1f} s after up")
     assert non_2xx == [], st.logs()
     assert (lost, duplicated) == (0, 0), st.logs()
+
+
+def test_t8_graceful_shutdown_mid_task_finishes_or_requeues_it(fault_stack: Stack) -> None:
+    """SIGTERM during a 4 s model call (a deploy): the task finishes or comes back; one write-back."""
+    st = fault_stack
+    worker = st.worker(**SLOW_MODEL)
+    issue = jira_issue_id(8001)
+    replacement: WorkerProcess | None = None
+    try:
+        assert post(httpx.Client(), st.url, jira_ticket(8001, delivery_id="t8-1")).status_code == 202
+        assert wait_until(lambda: _event_state(st, issue)[0] == "processing", timeout_s=30), st.logs()
+        took = worker.terminate(timeout_s=60)
+        replacement = st.worker()
+        lost, duplicated = _settle(st, [issue], timeout_s=60)
+    finally:
+        worker.stop()
+        if replacement is not None:
+            replacement.stop()
+    print(f"T8 warm shutdown took {took:.1f} s; state {_event_state(st, issue)}")
+    assert (lost, duplicated) == (0, 0)
+
+
+def test_t10_poison_message_is_dead_lettered_after_bounded_attempts(fault_stack: Stack) -> None:
+    """A ticket on which the model always fails: retried at most max_attempts times, then `dead`, no tight loop."""
+    st = fault_stack
+    worker = st.worker()
+    issue = jira_issue_id(10001)
+    try:
+        d = jira_ticket(10001, body="FAKE_LLM_RAISE printer broken", delivery_id="t10-1")
+        assert post(httpx.Client(), st.url, d).status_code == 202
+        assert wait_until(lambda: _event_state(st, issue)[0] == "dead", timeout_s=90), (
+            _event_state(st, issue),
+            st.logs(),
+        )
+        time.sleep(3)  # a tight redelivery loop would keep raising the attempt count
+        status, attempts = _event_state(st, issue)
+    finally:
+        worker.stop()
+    print(f"T10 poison ticket: {status} after {attempts} attempts")
+    assert status == "dead" and attempts <= 3
+    assert comment_counts(st.jira, [issue])[issue] == 0
