@@ -84,6 +84,39 @@ def _proc_stat(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
+def burst_phase(st: Stack, port: int, count: int, conns: int) -> dict[str, Any]:
+    """T2: `count` deliveries within 10 s, then wait for the backlog to drain (bounded at 15 minutes)."""
+    import threading
+
+    assert st.ledger is not None
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _proc_stat(st.apis[0].pid)[1])
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    res = run_phase("open", port, 4_000_000, seconds=10.0, rate=count / 10.0, conns=conns)
+    stop.set()
+    sampler.join()
+    started = time.monotonic()
+    pending = "SELECT count(*) FROM inbound_event WHERE status IN ('received', 'queued', 'processing')"
+    while time.monotonic() - started < 900 and int(st.ledger.scalar(pending) or 0) > 0:
+        time.sleep(1.0)
+    stored = int(st.ledger.scalar("SELECT count(*) FROM inbound_event WHERE delivery_id LIKE 'load-4%'") or 0)
+    return {
+        "line": res.line(f"{count} in 10 s"),
+        "max_ms": max(res.latencies) * 1000 if res.latencies else 0.0,
+        "drain_s": time.monotonic() - started,
+        "stored": stored,
+        "acked": sum(n for code, n in res.statuses.items() if 200 <= code < 300),
+        "peak_rss_mib": peak[0] / 1024,
+    }
+
+
 def main() -> None:
     """Saturation probe, then a sustained open-loop phase at half of it; print the figures."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,6 +125,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=None, help="fixed rate instead of half of saturation")
     parser.add_argument("--workers", type=int, default=1, help="worker processes kept busy during the load")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--burst", type=int, default=2000, help="T2: deliveries sent within 10 s (0 = skip)")
     args = parser.parse_args()
     seconds = args.seconds or (300.0 if args.full else 60.0)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
@@ -113,6 +147,7 @@ def main() -> None:
         assert st.ledger is not None
         stored = int(st.ledger.scalar("SELECT count(*) FROM inbound_event WHERE delivery_id LIKE 'load-3%'") or 0)
         backlog = st.ledger.snapshot().events
+        burst = burst_phase(st, api.port, args.burst, args.connections) if args.burst else None
     acked = sum(n for code, n in res.statuses.items() if 200 <= code < 300)
     growth = (rss1 - rss0) / rss0 * 100 if rss0 else 0.0
     print(res.line(f"sustained {rate:.0f} req/s {seconds:.0f} s"))
@@ -130,6 +165,12 @@ def main() -> None:
     print(f"events by status:    {dict(backlog)} (received/queued = backlog behind the busy workers)")
     ok = res.pct(99) <= 50 and res.non_2xx == 0 and growth < 10 and stored >= acked
     print(f"goal (p99 <= 50 ms, 0 non-2xx, RSS growth < 10 %, 0 lost): {'met' if ok else 'NOT met'}")
+    if burst is not None:
+        print()
+        print(f"burst (T2):          {burst['line']}")
+        print(f"  max ack latency    {burst['max_ms']:.0f} ms (target < 2000 ms)")
+        print(f"  backlog drained in {burst['drain_s']:.0f} s  (stored {burst['stored']} / acked {burst['acked']})")
+        print(f"  API peak RSS       {burst['peak_rss_mib']:.1f} MiB")
 
 
 if __name__ == "__main__":
