@@ -1,0 +1,87 @@
+"""Running a decoder-only backbone in two parts (bottom layers frozen and cacheable, top layers LoRA-tuned),
+tokenising tickets for classification, and pooling."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from models import prompts
+
+
+def decoder(model: Any) -> Any:
+    """The inner decoder stack (`model.model` for Llama/Qwen/Mistral-style causal LMs, also under peft)."""
+    m = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(m, "layers"):
+        return m
+    inner = getattr(m, "model", None)
+    if inner is None or not hasattr(inner, "layers"):
+        raise TypeError(f"unsupported architecture {type(m).__name__}: no .model.layers")
+    return inner
+
+
+def num_layers(model: Any) -> int:
+    return len(decoder(model).layers)
+
+
+def run_layers(model: Any, hidden: Any, attention_mask: Any, start: int, end: int, final_norm: bool) -> Any:
+    """hidden (B,T,D) as input to layer `start` -> output of layer end-1 (normed if final_norm)."""
+    import torch
+    from transformers.masking_utils import create_causal_mask
+
+    dec = decoder(model)
+    position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    mask = create_causal_mask(
+        config=dec.config, inputs_embeds=hidden, attention_mask=attention_mask, cache=None, position_ids=position_ids
+    )
+    pos = dec.rotary_emb(hidden, position_ids=position_ids)
+    for layer in dec.layers[start:end]:
+        hidden = layer(hidden, attention_mask=mask, position_embeddings=pos, position_ids=position_ids)
+        if isinstance(hidden, tuple):
+            hidden = hidden[0]
+    if final_norm:
+        hidden = dec.norm(hidden)
+    return hidden
+
+
+def embed(model: Any, input_ids: Any) -> Any:
+    return decoder(model).embed_tokens(input_ids)
+
+
+def pool(hidden: Any, attention_mask: Any) -> Any:
+    """Concatenate the mean over real tokens and the last real token (right padding)."""
+    import torch
+
+    m = attention_mask.to(hidden.dtype).unsqueeze(-1)
+    mean = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    last_idx = attention_mask.long().sum(1).clamp(min=1) - 1
+    last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_idx]
+    return torch.cat([mean, last], dim=-1).float()
+
+
+class ClassifyTokenizer:
+    """Prefix + ticket tokens (cut to max_tokens) + suffix, right padded."""
+
+    def __init__(self, tokenizer: Any, max_tokens: int) -> None:
+        self.tok = tokenizer
+        self.max_tokens = max_tokens
+        self.prefix = tokenizer(prompts.classify_prefix(), add_special_tokens=False)["input_ids"]
+        self.suffix = tokenizer(prompts.classify_suffix(), add_special_tokens=False)["input_ids"]
+        self.specials = [t for t in getattr(tokenizer, "all_special_tokens", []) if t]
+
+    def ticket_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        enc = self.tok([prompts.sanitize(t, self.specials) for t in texts], add_special_tokens=False)["input_ids"]
+        return [ids[: self.max_tokens] for ids in enc]
+
+    def __call__(self, texts: Sequence[str]) -> tuple[Any, Any]:
+        import torch
+
+        seqs = [self.prefix + ids + self.suffix for ids in self.ticket_ids(texts)]
+        width = max(len(s) for s in seqs)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        return ids, mask

@@ -1,0 +1,120 @@
+"""Calibration and metrics: temperature / ensemble weights fitted on validation data, ECE, macro-F1,
+precision at coverage."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def combine(llm_logp: np.ndarray, lex_logp: np.ndarray | None, a: float, b: float) -> np.ndarray:
+    """Calibrated log-linear ensemble: softmax(a*log p_llm + b*log p_lex)."""
+    z = a * llm_logp + (b * lex_logp if lex_logp is not None and b else 0.0)
+    return np.exp(log_softmax(z))
+
+
+def nll(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
+
+
+def fit_weights(llm_logp: np.ndarray, lex_logp: np.ndarray | None, y: np.ndarray) -> tuple[float, float]:
+    """Grid + refine search of (a, b) >= 0 minimising validation NLL (b = 0 when no lexical model)."""
+    grid_a = np.concatenate([np.linspace(0.0, 3.0, 31)])
+    grid_b = np.linspace(0.0, 3.0, 31) if lex_logp is not None else np.array([0.0])
+    best = (1.0, 0.0, float("inf"))
+    for a in grid_a:
+        for b in grid_b:
+            if a == 0 and b == 0:
+                continue
+            v = nll(combine(llm_logp, lex_logp, a, b), y)
+            if v < best[2]:
+                best = (float(a), float(b), v)
+    a0, b0, _ = best
+    for a in np.linspace(max(0, a0 - 0.1), a0 + 0.1, 11):
+        for b in np.linspace(max(0, b0 - 0.1), b0 + 0.1, 11) if lex_logp is not None else [0.0]:
+            if a == 0 and b == 0:
+                continue
+            v = nll(combine(llm_logp, lex_logp, a, b), y)
+            if v < best[2]:
+                best = (float(a), float(b), v)
+    return best[0], best[1]
+
+
+def ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    conf = p.max(1)
+    correct = (p.argmax(1) == y).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    total = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(total)
+
+
+def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    conf = p.max(1)
+    correct = (p.argmax(1) == y).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    out = []
+    for lo, hi in itertools.pairwise(edges):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            out.append(
+                {
+                    "lo": float(lo),
+                    "hi": float(hi),
+                    "n": int(m.sum()),
+                    "confidence": float(conf[m].mean()),
+                    "accuracy": float(correct[m].mean()),
+                }
+            )
+    return out
+
+
+def coverage_curve(
+    p: np.ndarray, y: np.ndarray, points: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+) -> dict[str, float]:
+    """Precision (accuracy) on the most confident fraction of tickets."""
+    order = np.argsort(-p.max(1), kind="stable")
+    correct = (p.argmax(1) == y)[order]
+    out = {}
+    for c in points:
+        k = max(1, round(c * len(y)))
+        out[f"{c:.1f}"] = float(correct[:k].mean())
+    return out
+
+
+def classification_report(p: np.ndarray, y: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+    pred = p.argmax(1)
+    labels = list(range(len(classes)))
+    prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    return {
+        "n": len(y),
+        "accuracy": float((pred == y).mean()),
+        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        "ece": ece(p, y),
+        "nll": nll(p, y),
+        "per_class": {
+            classes[i]: {
+                "precision": float(prec[i]),
+                "recall": float(rec[i]),
+                "f1": float(f1[i]),
+                "support": int(sup[i]),
+            }
+            for i in labels
+        },
+        "confusion_matrix": {"labels": classes, "matrix": confusion_matrix(y, pred, labels=labels).tolist()},
+        "precision_at_coverage": coverage_curve(p, y),
+        "reliability": reliability(p, y),
+    }

@@ -1,0 +1,51 @@
+"""Configuration dataclasses for the triage model: base, adapter, runtime, training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BUNDLED_BASE = "bundled:smollm2-135m-instruct"
+
+
+@dataclass
+class ModelConfig:
+    """What to load and how to run it (mapped from the service's ModelSettings by the CLI / workers)."""
+
+    base: str = BUNDLED_BASE
+    adapter: str | None = None  # None = the shipped default adapter (models/default_adapter)
+    device: str = "auto"
+    dtype: str = "auto"
+    cache_dir: Path = field(default_factory=lambda: Path("var/models"))
+    batch_size: int = 16
+    max_new_tokens: int = 160
+    max_input_chars: int = 8000
+    threads: int | None = None  # torch intra-op threads on CPU; None = physical cores available to us
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; the defaults fit ~3,000 short tickets in 45 minutes on a 2-core CPU."""
+
+    fields: list[str] | None = None  # None = infer label columns from the data
+    reply_field: str | None = "reply"
+    subject_col: str = "subject"
+    body_col: str = "body"
+    id_col: str = "id"
+    val_fraction: float = 0.15
+    max_tokens: int = 64  # ticket tokens seen by the classifier (measured: CPU cost is linear in it)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    lora_layers: int | None = 4  # LoRA only in the top N layers (None = all); the rest is frozen and cached
+    epochs: float = 3.0
+    lr: float = 5e-4
+    head_lr: float = 2e-3
+    batch_size: int = 16
+    max_steps: int = -1
+    time_budget_min: float = 40.0
+    max_train_rows: int | None = 3000  # LLM rows (the lexical partner always sees all training rows)
+    seed: int = 13
+    # impact x urgency -> priority (ServiceNow style); used only when those columns are present
+    priority_matrix: dict[str, dict[str, str]] | None = None

@@ -1,0 +1,231 @@
+"""Evaluate an adapter on labelled tickets, side by side with a TF-IDF + logistic-regression baseline trained on
+the same training data; reply metrics against reference replies and a retrieval baseline; a PNG of the
+reliability diagram and the coverage curve."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import adapter as adapter_io
+from models import language as lang
+from models.calibration import classification_report, combine
+from models.config import ModelConfig
+from models.data import DataError, Ticket, file_hash, load_tickets, split
+from models.metrics_text import chrf, longest_copied_run
+from models.train import _align, texts_of
+
+
+def training_split(meta: dict[str, Any], train_data: str | Path) -> tuple[list[Ticket], list[Ticket]]:
+    """Re-create the adapter's train / validation rows from its training file (same hash split)."""
+    fields = list(meta["fields"])
+    tickets, _ = load_tickets(train_data, fields)
+    d = meta.get("data", {})
+    if d.get("val_fraction"):
+        return split(tickets, float(d["val_fraction"]), seed=int(d.get("seed", 13)))
+    return tickets, []
+
+
+def baseline(
+    train_t: Sequence[Ticket], val_t: Sequence[Ticket], fields: dict[str, list[str]], max_chars: int
+) -> tuple[Any, float | None]:
+    """TF-IDF + LR trained on the adapter's training rows; C chosen on its validation rows (as for the partner)."""
+    from models.lexical import LexicalModel
+
+    m = LexicalModel.fit_tuned(
+        texts_of(train_t, max_chars),
+        {f: [t.labels.get(f) for t in train_t] for f in fields},
+        texts_of(val_t, max_chars),
+        {f: [t.labels.get(f) for t in val_t] for f in fields},
+    )
+    return m, m.C
+
+
+def retrieval_replies(train_t: Sequence[Ticket], test_texts: Sequence[str], max_chars: int) -> list[str]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    pool = [t for t in train_t if t.reply]
+    vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1)
+    X = vec.fit_transform(texts_of(pool, max_chars))
+    Q = vec.transform(test_texts)
+    sims = (Q @ X.T).toarray()
+    return [pool[int(i)].reply or "" for i in sims.argmax(1)]
+
+
+def evaluate(
+    adapter: str | None,
+    data: str | Path,
+    report: str | Path | None,
+    mcfg: ModelConfig,
+    train_data: str | Path | None = None,
+    reply_sample: int = 200,
+    draft_replies: bool = True,
+    log_fn: Any = print,
+) -> dict[str, Any]:
+    from models.inference import Triager
+
+    t0 = time.time()
+    d = adapter_io.resolve_adapter(adapter)
+    meta = adapter_io.read_meta(d)
+    fields: dict[str, list[str]] = meta["fields"]
+    test_t, _present = load_tickets(data, None, require_labels=False)
+    usable = [f for f in fields if any(f in t.labels for t in test_t)]
+    if not usable:
+        raise DataError(f"{data}: none of the adapter's label columns {list(fields)} are present")
+    train_file = Path(train_data) if train_data else None
+    if train_file is None or not train_file.exists():
+        raise DataError(
+            "the TF-IDF baseline needs the adapter's training data: pass --train-data FILE "
+            f"(the adapter was trained on {meta.get('data', {}).get('file')})"
+        )
+    train_t, val_t = training_split(meta, train_file)
+    log_fn(f"evaluating {d.name} on {len(test_t)} tickets; baseline trained on {len(train_t)}")
+
+    triager = Triager.load(ModelConfig(**{**mcfg.__dict__, "adapter": str(d)}))
+    texts = texts_of(test_t, mcfg.max_input_chars)
+    t1 = time.time()
+    comps = triager.classify_components(texts)
+    cls_s = time.time() - t1
+    partner = triager.lexical
+    same_data = meta.get("data", {}).get("sha256") == file_hash(train_file)
+    if partner is not None and same_data and partner.C is not None and set(usable) <= set(partner.classes):
+        base, C = partner, partner.C  # the adapter's lexical partner IS this baseline (same rows, same C search)
+    else:
+        base, C = baseline(train_t, val_t, {f: fields[f] for f in usable}, mcfg.max_input_chars)
+    base_lp = base.logprobs(texts)
+
+    results: dict[str, Any] = {
+        "adapter": str(d),
+        "data": str(data),
+        "n": len(test_t),
+        "model_version": triager.model_version,
+        "adapter_version": triager.adapter_version,
+        "baseline": {"kind": "tfidf-word-1-2gram + logistic regression", "C": C},
+        "classify_tickets_per_s": len(test_t) / max(cls_s, 1e-9),
+        "fields": {},
+    }
+    curves: dict[str, dict[str, Any]] = {}
+    for f in usable:
+        labs = fields[f]
+        idx = {lab: i for i, lab in enumerate(labs)}
+        keep = np.array([t.labels.get(f) in idx for t in test_t])
+        unseen = Counter(t.labels[f] for t in test_t if f in t.labels and t.labels[f] not in idx)
+        y = np.array([idx[t.labels[f]] for t, k in zip(test_t, keep, strict=True) if k])
+        llm_lp, lex_lp, a, b, a_t = comps[f]
+        reps = {
+            "model": classification_report(combine(llm_lp, lex_lp, a, b)[keep], y, labs),
+            "llm_only_raw": classification_report(np.exp(llm_lp)[keep], y, labs),
+            "llm_only_calibrated": classification_report(combine(llm_lp, None, a_t, 0)[keep], y, labs),
+            "tfidf_baseline": classification_report(np.exp(_align(base_lp[f], base.classes[f], labs))[keep], y, labs),
+        }
+        results["fields"][f] = {
+            **reps,
+            "unseen_labels_in_test": dict(unseen),
+            "ensemble_weights": {"llm": a, "lexical": b},
+        }
+        curves[f] = reps
+
+    if draft_replies:
+        results["replies"] = _reply_metrics(triager, test_t, train_t + val_t, texts, reply_sample, mcfg)
+    results["seconds"] = round(time.time() - t0, 1)
+    _print(results, log_fn)
+    if report:
+        rp = Path(report)
+        rp.parent.mkdir(parents=True, exist_ok=True)
+        rp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        _plot(curves, rp.with_suffix(".png"))
+        log_fn(f"wrote {rp} and {rp.with_suffix('.png')}")
+    return results
+
+
+def _reply_metrics(
+    triager: Any, test_t: Sequence[Ticket], pool: Sequence[Ticket], texts: Sequence[str], sample: int, mcfg: ModelConfig
+) -> dict[str, Any]:
+    with_ref = [i for i, t in enumerate(test_t) if t.reply]
+    if not with_ref:
+        return {"n": 0}
+    rng = np.random.default_rng(0)
+    pick = sorted(rng.choice(with_ref, min(sample, len(with_ref)), replace=False).tolist())
+    sub_texts = [texts[i] for i in pick]
+    refs = [test_t[i].reply or "" for i in pick]
+    langs = [lang.detect(tx) for tx in sub_texts]
+    t0 = time.time()
+    drafts = triager.draft_replies(sub_texts, langs)
+    gen_s = time.time() - t0
+    retrieved = retrieval_replies(pool, sub_texts, mcfg.max_input_chars)
+
+    def summary(hyps: Sequence[str]) -> dict[str, Any]:
+        per_lang: dict[str, list[bool]] = {}
+        for h, code in zip(hyps, langs, strict=True):
+            per_lang.setdefault(code or "unknown", []).append(lang.detect(h) == code)
+        return {
+            "chrf": float(np.mean([chrf(h, r) for h, r in zip(hyps, refs, strict=True)])),
+            "language_match": float(np.mean([m for v in per_lang.values() for m in v])),
+            "language_match_per_language": {k: {"n": len(v), "match": float(np.mean(v))} for k, v in per_lang.items()},
+            "mean_chars": float(np.mean([len(h) for h in hyps])),
+            "max_copied_words": int(max(longest_copied_run(h, tx) for h, tx in zip(hyps, sub_texts, strict=True))),
+        }
+
+    return {
+        "n": len(pick),
+        "model": summary(drafts),
+        "retrieval_baseline": summary(retrieved),
+        "reference_mean_chars": float(np.mean([len(r) for r in refs])),
+        "draft_seconds_per_ticket": gen_s / len(pick),
+        "examples": [
+            {"ticket": sub_texts[i][:300], "draft": drafts[i], "reference": refs[i][:300]}
+            for i in range(min(3, len(pick)))
+        ],
+    }
+
+
+def _print(r: dict[str, Any], log_fn: Any) -> None:
+    log_fn(f"{'field':<10} {'system':<20} {'acc':>6} {'macroF1':>8} {'ECE':>6} {'P@30%':>6} {'P@60%':>6} {'P@80%':>6}")
+    for f, reps in r["fields"].items():
+        for k in ("model", "llm_only_raw", "llm_only_calibrated", "tfidf_baseline"):
+            m = reps[k]
+            c = m["precision_at_coverage"]
+            log_fn(
+                f"{f:<10} {k:<20} {m['accuracy']:6.3f} {m['macro_f1']:8.3f} {m['ece']:6.3f} "
+                f"{c['0.3']:6.3f} {c['0.6']:6.3f} {c['0.8']:6.3f}"
+            )
+    rep = r.get("replies")
+    if rep and rep.get("n"):
+        for k in ("model", "retrieval_baseline"):
+            m = rep[k]
+            log_fn(
+                f"replies {k:<20} chrF {m['chrf']:.1f} language match {m['language_match']:.3f} "
+                f"mean chars {m['mean_chars']:.0f} max copied words {m['max_copied_words']}"
+            )
+
+
+def _plot(curves: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(curves), 2, figsize=(11, 4.2 * len(curves)), squeeze=False)
+    for row, (f, reps) in enumerate(curves.items()):
+        ax1, ax2 = axes[row]
+        ax1.plot([0, 1], [0, 1], "k:", lw=1)
+        for k, m in reps.items():
+            rel = m["reliability"]
+            ax1.plot(
+                [b["confidence"] for b in rel], [b["accuracy"] for b in rel], "o-", label=f"{k} (ECE {m['ece']:.3f})"
+            )
+            cov = m["precision_at_coverage"]
+            ax2.plot([float(c) for c in cov], list(cov.values()), "o-", label=k)
+        ax1.set(title=f"{f}: reliability", xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+        ax2.set(title=f"{f}: precision vs coverage", xlabel="coverage (most confident first)", ylabel="precision")
+        ax1.legend(fontsize=7)
+        ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

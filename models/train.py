@@ -1,0 +1,361 @@
+"""Train an adapter: cached frozen bottom-layer features, LoRA on the top layers + label heads with
+transformers' Trainer, then a TF-IDF partner and a calibrated ensemble fitted on the validation split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import adapter as adapter_io
+from models.calibration import classification_report, combine, fit_weights, log_softmax
+from models.config import ModelConfig, TrainConfig
+from models.data import Ticket, file_hash, label_sets, load_tickets, split
+from models.prompts import sanitize, ticket_text
+
+log = logging.getLogger(__name__)
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def texts_of(tickets: Sequence[Ticket], max_chars: int) -> list[str]:
+    return [ticket_text(sanitize(t.subject), sanitize(t.body))[:max_chars] for t in tickets]
+
+
+def label_matrix(tickets: Sequence[Ticket], sets: dict[str, list[str]]) -> np.ndarray:
+    idx = {f: {lab: i for i, lab in enumerate(labels)} for f, labels in sets.items()}
+    return np.array([[idx[f].get(t.labels.get(f, ""), -100) for f in sets] for t in tickets], dtype=np.int64)
+
+
+class _Features:
+    def __init__(self, hidden: Any, mask: Any, labels: np.ndarray) -> None:
+        self.hidden, self.mask, self.labels = hidden, mask, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import torch
+
+        return {"hidden": self.hidden[i], "attention_mask": self.mask[i], "labels": torch.from_numpy(self.labels[i])}
+
+
+def _collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    import torch
+
+    mask = torch.stack([b["attention_mask"] for b in batch])
+    w = min(mask.shape[1], -(-int(mask.sum(1).max()) // 8) * 8)  # few distinct shapes: kernels are cached
+    return {
+        "hidden": torch.stack([b["hidden"][:w] for b in batch]),
+        "attention_mask": mask[:, :w],
+        "labels": torch.stack([b["labels"] for b in batch]),
+    }
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    tcfg: TrainConfig,
+    mcfg: ModelConfig,
+    val: str | Path | None = None,
+    log_fn: Any = print,
+) -> dict[str, Any]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import save_file
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from models.backbone import ClassifyTokenizer, num_layers
+    from models.classifier import Heads, TopModel, cpu_has_bf16, features_at, logits_for
+    from models.loading import load_base
+
+    t0 = time.time()
+    budget_s = tcfg.time_budget_min * 60
+    kw = dict(subject_col=tcfg.subject_col, body_col=tcfg.body_col, id_col=tcfg.id_col, reply_col=tcfg.reply_field)
+    tickets, fields = load_tickets(data, tcfg.fields, **kw)
+    if val:
+        val_t, _ = load_tickets(val, fields, **kw)
+        train_t = tickets
+    else:
+        train_t, val_t = split(tickets, tcfg.val_fraction, seed=tcfg.seed)
+    full_train_t = train_t  # the lexical partner learns from every training row; the LLM from a subset
+    if tcfg.max_train_rows and len(train_t) > tcfg.max_train_rows:
+        rng = np.random.default_rng(tcfg.seed)
+        train_t = [train_t[i] for i in sorted(rng.choice(len(train_t), tcfg.max_train_rows, replace=False))]
+    sets = label_sets(train_t, fields)
+    for f, labs in sets.items():
+        if len(labs) < 2:
+            raise ValueError(f"label column {f!r} has a single class in the training split")
+    y_train = label_matrix(train_t, sets)
+    log_fn(f"train {len(train_t)} / val {len(val_t)} tickets; fields { {f: len(v) for f, v in sets.items()} }")
+
+    torch.manual_seed(tcfg.seed)
+    # frozen base weights in bf16 where the hardware has fast bf16 (CUDA, AVX512-BF16/AMX CPUs); LoRA + heads fp32
+    fast_bf16 = mcfg.dtype in ("auto", "bfloat16", "bf16") and (
+        mcfg.device.startswith("cuda") or (mcfg.device in ("auto", "cpu") and cpu_has_bf16())
+    )
+    lm, tok, device, model_version, base_dtype = load_base(
+        ModelConfig(**{**asdict(mcfg), "dtype": "bfloat16" if fast_bf16 else "float32"})
+    )
+    autocast = False
+    n_layers = num_layers(lm)
+    lora_layers = min(tcfg.lora_layers or n_layers, n_layers)
+    split_at = n_layers - lora_layers
+    lcfg = LoraConfig(
+        r=tcfg.lora_r,
+        lora_alpha=tcfg.lora_alpha,
+        lora_dropout=tcfg.lora_dropout,
+        target_modules=list(tcfg.lora_targets),
+        layers_to_transform=list(range(split_at, n_layers)),
+        bias="none",
+    )
+    lm = get_peft_model(lm, lcfg)
+    ctok = ClassifyTokenizer(tok, tcfg.max_tokens)
+    tr_texts, va_texts = texts_of(train_t, mcfg.max_input_chars), texts_of(val_t, mcfg.max_input_chars)
+
+    t_feat = time.time()
+    key = hashlib.sha256(
+        json.dumps([model_version, str(base_dtype), split_at, tcfg.max_tokens, tr_texts]).encode()
+    ).hexdigest()[:16]
+    cache = Path(mcfg.cache_dir) / "features" / f"{key}.pt"
+    if cache.exists():
+        h_tr, m_tr = torch.load(cache)
+    else:
+        with lm.disable_adapter():
+            h_tr, m_tr = features_at(lm, ctok, tr_texts, split_at, 32, device, autocast)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save((h_tr, m_tr), cache)
+    feat_s = time.time() - t_feat
+    log_fn(f"layer-{split_at} features of {len(tr_texts)} tickets in {feat_s:.0f}s")
+
+    heads = Heads(lm.config.hidden_size, sets).to(device)
+    model = TopModel(lm, heads, split_at, device, autocast)
+    ds = _Features(h_tr, m_tr, y_train)
+    steps_per_epoch = math.ceil(len(ds) / tcfg.batch_size)
+    planned = tcfg.max_steps if tcfg.max_steps > 0 else math.ceil(tcfg.epochs * steps_per_epoch)
+
+    # the schedule runs on progress = max(steps done / planned, time used / time left): a machine that slows
+    # down (shared CPUs) ends training on time with a finished schedule instead of being cut mid-way
+    val_est = feat_s * len(va_texts) / max(1, len(tr_texts)) * n_layers / max(1, split_at) + 60
+    t_train = time.time()
+    window = max(1.0, budget_s * 0.97 - val_est - (t_train - t0))
+    max_steps = planned
+    log_fn(f"planned {planned} steps ({tcfg.epochs} epochs); {window / 60:.1f} min left for them")
+
+    def progress(step: int) -> float:
+        return max(step / max(1, planned), (time.time() - t_train) / window)
+
+    head_params = [p for p in heads.parameters()]
+    lora_params = [p for n, p in lm.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        [{"params": lora_params, "lr": tcfg.lr}, {"params": head_params, "lr": tcfg.head_lr}], weight_decay=0.01
+    )
+    warm = max(1, int(0.06 * planned))
+
+    def lr_factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress(step))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+    class Budget(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            if progress(state.global_step) >= 1.0:
+                log_fn(f"time budget reached at step {state.global_step}")
+                control.should_training_stop = True
+            return control
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> Any:
+            if logs and "loss" in logs:
+                log_fn(
+                    f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
+                    f"elapsed {time.time() - t0:.0f}s"
+                )
+            return control
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp,
+            per_device_train_batch_size=tcfg.batch_size,
+            max_steps=max_steps,
+            logging_steps=max(1, min(20, max_steps // 10)),
+            save_strategy="no",
+            report_to=[],
+            use_cpu=device == "cpu",
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+            seed=tcfg.seed,
+            disable_tqdm=True,
+            label_names=["labels"],
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=ds,
+            data_collator=_collate,
+            optimizers=(opt, sched),
+            callbacks=[Budget()],
+        )
+        trainer.train()
+        steps_done = trainer.state.global_step
+    step_s = (time.time() - t_train) / max(1, steps_done)
+    train_s = time.time() - t0
+    model.eval()
+
+    # validation: LLM head, lexical partner, calibrated ensemble per field
+    val_logits = logits_for(lm, heads, ctok, va_texts, 32, device, autocast)
+    lex, calib, metrics = calibrate(
+        val_logits, texts_of(full_train_t, mcfg.max_input_chars), va_texts, full_train_t, val_t, sets, log_fn
+    )
+
+    outd = Path(out)
+    outd.mkdir(parents=True, exist_ok=True)
+    lm.save_pretrained(str(outd))
+    _halve(outd / "adapter_model.safetensors")
+    save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, str(outd / adapter_io.HEADS))
+    lex.save(outd)
+    meta = {
+        "format": 1,
+        "base_model": mcfg.base,
+        "model_version": model_version,
+        "fields": sets,
+        "split_layer": split_at,
+        "max_tokens": tcfg.max_tokens,
+        "calibration": calib,
+        "lexical_C": lex.C,
+        "data": {
+            "file": Path(data).name,
+            "sha256": file_hash(data),
+            "train_rows": len(full_train_t),
+            "llm_train_rows": len(train_t),
+            "val_rows": len(val_t),
+            "val_file": Path(val).name if val else None,
+            "val_fraction": None if val else tcfg.val_fraction,
+            "seed": tcfg.seed,
+        },
+        "code_version": code_version(),
+        "training": {
+            "seconds": round(train_s, 1),
+            "steps": steps_done,
+            "planned_steps": planned,
+            "step_seconds": round(step_s, 3),
+            "device": device,
+            "base_dtype": str(base_dtype).replace("torch.", ""),
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(tcfg).items()},
+        },
+        "validation": metrics,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    adapter_io.write_meta(outd, meta)
+    log_fn(f"saved adapter to {outd} ({train_s / 60:.1f} min)")
+    return meta
+
+
+def _align(logp: np.ndarray, have: list[str], want: list[str]) -> np.ndarray:
+    """Reorder lexical columns to the adapter's label order (labels unseen by the lexical model get -inf-ish)."""
+    out = np.full((logp.shape[0], len(want)), -30.0)
+    pos = {c: i for i, c in enumerate(have)}
+    for j, c in enumerate(want):
+        if c in pos:
+            out[:, j] = logp[:, pos[c]]
+    return log_softmax(out)
+
+
+def _halve(path: Path) -> None:
+    """Store LoRA weights in fp16 (half the size; peft casts them back to fp32 on load)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    if path.exists():
+        t = load_file(str(path))
+        save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in t.items()}, str(path))
+
+
+def calibrate(
+    val_logits: dict[str, Any],
+    tr_texts: Sequence[str],
+    va_texts: Sequence[str],
+    train_t: Sequence[Ticket],
+    val_t: Sequence[Ticket],
+    sets: dict[str, list[str]],
+    log_fn: Any = print,
+) -> tuple[Any, dict[str, dict[str, float]], dict[str, Any]]:
+    """Fit the lexical partner (C chosen on validation), then per field the LLM temperature and the ensemble
+    weights by validation NLL; report validation metrics of each variant."""
+    from models.lexical import LexicalModel
+
+    y_val = label_matrix(val_t, sets)
+    lex = LexicalModel.fit_tuned(
+        tr_texts,
+        {f: [t.labels.get(f) for t in train_t] for f in sets},
+        va_texts,
+        {f: [t.labels.get(f) for t in val_t] for f in sets},
+    )
+    lex_val = lex.logprobs(va_texts)
+    calib: dict[str, dict[str, float]] = {}
+    metrics: dict[str, Any] = {}
+    for i, (f, labs) in enumerate(sets.items()):
+        keep = y_val[:, i] >= 0
+        yv = y_val[keep, i]
+        llm_lp = log_softmax(np.asarray(val_logits[f], dtype=np.float64))[keep]
+        lex_lp = _align(lex_val[f], lex.classes[f], labs)[keep]
+        a_t, _ = fit_weights(llm_lp, None, yv)
+        a, b = fit_weights(llm_lp, lex_lp, yv)
+        calib[f] = {"llm_weight": a, "lexical_weight": b, "llm_temperature_weight": a_t}
+        rep = {
+            "llm_raw": classification_report(np.exp(llm_lp), yv, labs),
+            "llm_calibrated": classification_report(combine(llm_lp, None, a_t, 0), yv, labs),
+            "lexical": classification_report(np.exp(lex_lp), yv, labs),
+            "ensemble": classification_report(combine(llm_lp, lex_lp, a, b), yv, labs),
+        }
+        metrics[f] = {k: {m: v[m] for m in ("accuracy", "macro_f1", "ece")} for k, v in rep.items()}
+        log_fn(
+            f"val {f}: "
+            + "; ".join(f"{k} F1 {v['macro_f1']:.3f} ECE {v['ece']:.3f}" for k, v in metrics[f].items())
+            + f"; weights a={a:.2f} b={b:.2f}"
+        )
+    return lex, calib, metrics
+
+
+def recalibrate(adapter_dir: str | Path, data: str | Path, mcfg: ModelConfig, log_fn: Any = print) -> dict[str, Any]:
+    """Refit the lexical partner and the calibration of an adapter on its own train / validation split
+    (the LLM weights are unchanged)."""
+    from models.evaluate import training_split
+    from models.inference import Triager
+
+    d = Path(adapter_dir)
+    meta = adapter_io.read_meta(d)
+    train_t, val_t = training_split(meta, data)
+    tri = Triager.load(ModelConfig(**{**mcfg.__dict__, "adapter": str(d)}))
+    tr_texts, va_texts = texts_of(train_t, mcfg.max_input_chars), texts_of(val_t, mcfg.max_input_chars)
+    comps = tri.classify_components(va_texts)
+    lex, calib, metrics = calibrate(
+        {f: c[0] for f, c in comps.items()}, tr_texts, va_texts, train_t, val_t, meta["fields"], log_fn
+    )
+    lex.save(d)
+    meta.update({"calibration": calib, "lexical_C": lex.C, "validation": metrics})
+    adapter_io.write_meta(d, meta)
+    return meta

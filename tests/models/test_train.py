@@ -1,0 +1,95 @@
+"""Real training, evaluation and prediction on a tiny synthetic set (slow: loads and trains the base model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_data: Path, model_cfg, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    from models.config import TrainConfig
+    from models.train import train
+
+    out = tmp_path_factory.mktemp("adapter")
+    tcfg = TrainConfig(
+        fields=["queue", "priority"],
+        max_steps=3,
+        batch_size=8,
+        max_tokens=32,
+        lora_layers=2,
+        val_fraction=0.25,
+        time_budget_min=10,
+    )
+    meta = train(tiny_data, out, tcfg, model_cfg, log_fn=lambda *_: None)
+    assert meta["training"]["steps"] == 3
+    return out
+
+
+def test_adapter_metadata(tiny_adapter: Path, tiny_data: Path) -> None:
+    meta = json.loads((tiny_adapter / "triage.json").read_text())
+    assert meta["fields"] == {"queue": ["access", "billing", "network"], "priority": ["high", "low"]}
+    assert meta["data"]["sha256"] and meta["code_version"] and meta["training"]["seconds"] > 0
+    assert {"llm_raw", "llm_calibrated", "lexical", "ensemble"} <= set(meta["validation"]["queue"])
+    assert (tiny_adapter / "adapter_model.safetensors").exists() and (tiny_adapter / "heads.safetensors").exists()
+
+
+def test_predict_with_trained_adapter(tiny_adapter: Path, model_cfg) -> None:  # type: ignore[no-untyped-def]
+    from models.config import ModelConfig
+    from models.inference import TicketInput, Triager
+
+    t = Triager.load(ModelConfig(**{**model_cfg.__dict__, "adapter": str(tiny_adapter)}))
+    p = t.predict([TicketInput("1", "VPN", "VPN down again")], draft_replies=False)[0]
+    assert p.labels["queue"].label in {"access", "billing", "network"}
+
+
+def test_evaluate_writes_report_and_png(tiny_adapter: Path, tiny_data: Path, model_cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from models.evaluate import evaluate
+
+    report = tmp_path / "report.json"
+    res = evaluate(
+        str(tiny_adapter), tiny_data, report, model_cfg, train_data=tiny_data, reply_sample=2, log_fn=lambda *_: None
+    )
+    assert report.exists() and report.with_suffix(".png").exists()
+    q = res["fields"]["queue"]
+    for k in ("model", "tfidf_baseline", "llm_only_raw"):
+        assert {"accuracy", "macro_f1", "ece", "per_class", "confusion_matrix", "precision_at_coverage"} <= set(q[k])
+    assert res["replies"]["n"] == 2 and "chrf" in res["replies"]["retrieval_baseline"]
+
+
+def test_cli_train_rejects_one_class_column(tmp_path: Path) -> None:
+    from service.cli import main
+
+    p = tmp_path / "one.jsonl"
+    p.write_text("".join(json.dumps({"subject": f"s{i}", "body": "b", "q": "same"}) + "\n" for i in range(10)))
+    r = CliRunner().invoke(main, ["train", "--data", str(p), "--out", str(tmp_path / "a"), "--fields", "q"])
+    assert r.exit_code == 2 and "has 1 class" in r.output
+
+
+def test_cli_predict(tiny_adapter: Path, tiny_data: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from service.cli import main
+    from tests.models.conftest import CACHE
+
+    monkeypatch.setenv("ITSM_MODEL__CACHE_DIR", str(CACHE))
+    out = tmp_path / "preds.jsonl"
+    r = CliRunner().invoke(
+        main, ["predict", "--adapter", str(tiny_adapter), "--data", str(tiny_data), "--out", str(out), "--no-reply"]
+    )
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 36 and lines[0]["id"] == "t0"
+    assert set(lines[0]["predictions"]) == {"queue", "priority"} and lines[0]["reply"] is None
+
+
+def test_recalibrate_keeps_llm_and_rewrites_calibration(tiny_adapter: Path, tiny_data: Path, model_cfg) -> None:  # type: ignore[no-untyped-def]
+    from models.train import recalibrate
+
+    before = (tiny_adapter / "adapter_model.safetensors").read_bytes()
+    meta = recalibrate(tiny_adapter, tiny_data, model_cfg, log_fn=lambda *_: None)
+    assert (tiny_adapter / "adapter_model.safetensors").read_bytes() == before
+    assert set(meta["calibration"]) == {"queue", "priority"} and meta["lexical_C"] is not None
