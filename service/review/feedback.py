@@ -20,6 +20,7 @@ DECIDED = (
     SuggestionStatus.failed,
     SuggestionStatus.rejected,
 )
+TEXT_COLUMNS = frozenset({"id", "subject", "body", "reply"})
 SENT = (SuggestionStatus.approved, SuggestionStatus.delivered, SuggestionStatus.failed)
 
 
@@ -101,7 +102,8 @@ def training_rows(session: Session, *, since: datetime) -> Iterator[dict[str, An
             "subject": ticket.subject,
             "body": ticket.body,
         }
-        row.update({field: label for field, label in sorted(labels.items()) if label is not None})
+        # A label field can never overwrite the text columns the trainer reads.
+        row.update({f: label for f, label in sorted(labels.items()) if label is not None and f not in TEXT_COLUMNS})
         row["reply"] = reply
         yield row
 
