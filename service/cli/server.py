@@ -82,7 +82,9 @@ def run(settings: Settings, host: str, port: int) -> None:
     upgrade(settings)
     env = {**os.environ, **_settings_env(settings)}
     worker_proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "worker", "--queues", "triage,deliver", "--beat"], env=env
+        [sys.executable, "-m", "service.cli", "worker", "--queues", "triage,deliver", "--beat"],
+        env=env,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
     click.echo(f"API and review UI on http://{host}:{port}/review (webhooks: /webhooks/jira, /webhooks/servicenow)")
     try:
@@ -93,6 +95,14 @@ def run(settings: Settings, host: str, port: int) -> None:
             worker_proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker_proc.kill()
+
+
+def _die_with_parent() -> None:
+    """Linux: the worker gets SIGTERM when `run` exits, even when uvicorn re-raises SIGTERM past our `finally`."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _settings_env(settings: Settings) -> dict[str, str]:
