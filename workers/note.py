@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from service.domain.policy import Decision, FieldDecision
 
 NOTE_MAX_CHARS = 4000
-HEADER = "Automated triage (internal note)"
 
 
 def build_note(
@@ -21,7 +20,7 @@ def build_note(
     """Plain text for agents; the connector renders it inertly, this only decides what it says."""
     applied = [d for d in decisions.values() if d.decision == Decision.auto]
     suggested = [d for d in decisions.values() if d.decision == Decision.suggest]
-    lines = [HEADER, ""]
+    lines: list[str] = []  # the connector adds the "internal, AI triage" heading for its system
     if applied:
         lines.append("Applied automatically:")
         lines += [f"- {d.field}: {d.label} ({d.confidence:.0%})" for d in applied]

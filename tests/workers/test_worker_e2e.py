@@ -182,7 +182,7 @@ def test_exactly_one_note_and_one_reply_per_ticket_despite_faults(
         assert len(issue.internal_comments()) == 1, issue.comments
         assert len(issue.public_comments()) == 1, issue.comments
         assert "Approved reply" in issue.public_comments()[0].plain
-        assert "Automated triage" in issue.internal_comments()[0].plain
+        assert "Suggested (not applied)" in issue.internal_comments()[0].plain
     with Session(engine) as s:
         assert {e.status for e in s.exec(select(InboundEvent))} == {EventStatus.triaged}
         assert {sg.status for sg in s.exec(select(Suggestion))} == {"delivered"}
