@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import structlog
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -18,6 +20,9 @@ from service.settings import Settings
 CLAIMABLE = (EventStatus.received, EventStatus.queued, EventStatus.failed)
 WAITING = (EventStatus.received, EventStatus.queued)
 POLL_S = 0.05
+# A triage claim lives at most this long unless renewed: a dead worker's batch is retried within a minute.
+TRIAGE_LEASE_CAP_S = 60
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -29,6 +34,62 @@ class Batch:
     dead: list[int] = field(default_factory=list)  # own event dead-lettered instead of claimed
     solo: bool = False  # own event had failed before: run it alone so it cannot sink other tickets
     released: list[int] = field(default_factory=list)  # peers of a crashed batch, back to queued: enqueue them
+
+
+def triage_lease_s(settings: Settings) -> int:
+    """How long a triage claim lasts without renewal: short, because LeaseHeartbeat renews it while it runs."""
+    return min(settings.worker.lease_s, TRIAGE_LEASE_CAP_S)
+
+
+def renew_leases(session: Session, event_ids: list[int], *, lease_until: datetime) -> int:
+    """Extend the lease of events still processing; one value for all keeps a batch identifiable."""
+    if not event_ids:
+        return 0
+    res = session.execute(
+        update(InboundEvent)
+        .where(col(InboundEvent.id).in_(event_ids), col(InboundEvent.status) == EventStatus.processing)
+        .values(lease_until=lease_until)
+    )
+    return _rows(res)
+
+
+class LeaseHeartbeat:
+    """Renews the leases of a task's claimed events while it runs, so a short lease still covers a long batch.
+
+    When the worker dies the renewals stop and the sweeper (or a redelivered message) retries the batch within
+    one lease, whatever the broker.
+    """
+
+    def __init__(self, engine: Engine, settings: Settings, event_ids: list[int]) -> None:
+        self._engine = engine
+        self._lease = triage_lease_s(settings)
+        self._ids = list(event_ids)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> LeaseHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def add(self, event_ids: list[int]) -> None:
+        """Cover events claimed later by the same task."""
+        with self._lock:
+            self._ids.extend(event_ids)
+
+    def _run(self) -> None:
+        while not self._stop.wait(max(1.0, self._lease / 3)):
+            with self._lock:
+                ids = list(self._ids)
+            try:
+                with session_scope(self._engine) as session:
+                    renew_leases(session, ids, lease_until=utcnow() + timedelta(seconds=self._lease))
+            except Exception as exc:  # noqa: BLE001  a missed renewal only risks a duplicate run (deduped)
+                log.warning("lease_renewal_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def claim_own(
@@ -111,7 +172,7 @@ def claim_waiting(session: Session, *, limit: int, lease_until: datetime, exclud
 
 def claim_batch(engine: Engine, settings: Settings, event_id: int, *, redelivered: bool = False) -> Batch:
     """Claim the own event, then fill the batch with waiting events for up to batch_wait_ms."""
-    batch = Batch(lease_until=utcnow() + timedelta(seconds=settings.worker.lease_s))
+    batch = Batch(lease_until=utcnow() + timedelta(seconds=triage_lease_s(settings)))
     with session_scope(engine) as session:
         outcome, before, batch.released = claim_own(
             session,
@@ -134,7 +195,7 @@ def claim_batch(engine: Engine, settings: Settings, event_id: int, *, redelivere
 
 def next_batch(engine: Engine, settings: Settings) -> Batch:
     """A fresh batch of waiting events (for a worker that keeps going while a backlog exists); may be empty."""
-    batch = Batch(lease_until=utcnow() + timedelta(seconds=settings.worker.lease_s))
+    batch = Batch(lease_until=utcnow() + timedelta(seconds=triage_lease_s(settings)))
     with session_scope(engine) as session:
         batch.event_ids = claim_waiting(
             session, limit=settings.model.batch_size, lease_until=batch.lease_until, exclude=[]

@@ -22,7 +22,7 @@ from service.domain.schemas import CanonicalTicket, TriageResult
 from service.domain.tables import EventStatus, InboundEvent, Ticket, Triage, utcnow
 from service.queue import DELIVER_TASK, TRIAGE_EVENT_TASK
 from service.settings import Settings
-from workers.batching import claim_batch, next_batch, unclaim
+from workers.batching import LeaseHeartbeat, claim_batch, next_batch, unclaim
 from workers.metrics import metrics
 from workers.store import Work, finish, scrub_text, store_batch
 
@@ -75,13 +75,14 @@ def run_batches(ctx: PipelineContext, event_ids: list[int], report: TriageReport
     """
     deadline = time.monotonic() + ctx.settings.worker.task_time_limit_s / 2
     store: Future[None] | None = None
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="triage") as pool:
+    heartbeat = LeaseHeartbeat(ctx.engine, ctx.settings, event_ids)
+    with heartbeat, ThreadPoolExecutor(max_workers=2, thread_name_prefix="triage") as pool:
         try:
             prepared: Prepared | None = _prepare(ctx, event_ids, report)
             while prepared is not None:
                 work, inputs = prepared
                 more = time.monotonic() < deadline
-                prefetch = pool.submit(_claim_and_prepare, ctx, report) if more else None
+                prefetch = pool.submit(_claim_and_prepare, ctx, report, heartbeat) if more else None
                 if work:
                     started = time.perf_counter()
                     try:
@@ -109,9 +110,10 @@ def run_batches(ctx: PipelineContext, event_ids: list[int], report: TriageReport
 Prepared = tuple[list[Work], list[CanonicalTicket]]
 
 
-def _claim_and_prepare(ctx: PipelineContext, report: TriageReport) -> Prepared | None:
+def _claim_and_prepare(ctx: PipelineContext, report: TriageReport, heartbeat: LeaseHeartbeat) -> Prepared | None:
     """The next batch of waiting events, claimed and scrubbed; None when nothing waits."""
     ids = next_batch(ctx.engine, ctx.settings).event_ids
+    heartbeat.add(ids)
     return _prepare(ctx, ids, report) if ids else None
 
 

@@ -160,3 +160,25 @@ def test_redelivered_message_takes_over_a_dead_batch_and_requeues_its_peers(
     assert report.triaged == [ids[0]]
     assert sorted(recorder.ids(TRIAGE_EVENT_TASK)) == ids[1:]
     assert {_event(engine, i).status for i in ids[1:]} == {EventStatus.queued}
+
+
+def test_a_batch_outliving_its_lease_keeps_it_by_heartbeat(
+    engine: Engine, settings: Settings, pipeline_ctx: PipelineContext, recorder: Recorder
+) -> None:
+    """A short triage lease is renewed while the model runs, so the sweeper never steals a live batch."""
+    import threading
+    import time
+
+    from workers.sweeper import sweep
+
+    settings.worker.lease_s = 6  # the triage lease, renewed every 2 s
+    eid = seed_event(engine, body="slow FAKE_LLM_SLEEP=10")
+    runner = threading.Thread(target=triage_event, args=(pipeline_ctx, eid))
+    runner.start()
+    time.sleep(8)  # past the first lease: only renewals keep it
+    ev = _event(engine, eid)
+    assert ev.status == EventStatus.processing and ev.lease_until is not None and ev.lease_until > utcnow()
+    assert sweep(engine, settings, recorder).events_requeued == []
+    runner.join(30)
+    assert _event(engine, eid).status == EventStatus.triaged
+    assert recorder.ids(TRIAGE_EVENT_TASK) == []

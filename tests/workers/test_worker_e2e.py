@@ -35,7 +35,7 @@ WORKER_ENV = {
     "ITSM_WORKER__DELIVERY_BACKOFF_CAP_S": "2",
     "ITSM_WORKER__SWEEP_INTERVAL_S": "1",
     "ITSM_WORKER__STUCK_GRACE_S": "2",
-    "ITSM_WORKER__LEASE_S": "15",  # past it, a batch whose worker died is swept up (no redelivered flag)
+    "ITSM_WORKER__LEASE_S": "15",  # triage leases are renewed while a batch runs; past it a dead one is swept up
     "ITSM_WORKER__TASK_TIME_LIMIT_S": "60",
     "ITSM_WORKER__VISIBILITY_TIMEOUT_S": "120",
     "ITSM_JIRA__TIMEOUT_S": "1",
