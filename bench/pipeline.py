@@ -206,6 +206,7 @@ def main() -> None:
         alone_before = model_alone(settings, texts, args.batch_size)
         started = time.monotonic()
         post_all(port, texts, 10_000)
+        intake_rate = len(texts) / (time.monotonic() - started)
         finished = wait_sent(engine, len(warm) + len(texts), 1800, workers)
         pipeline_rate = len(texts) / (finished - started)
         alone_after = model_alone(settings, texts, args.batch_size)
@@ -221,6 +222,9 @@ def main() -> None:
         print(f"model alone          {alone:8.2f} tickets/s  (before {alone_before:.2f}, after {alone_after:.2f})")
         print(f"pipeline end-to-end  {pipeline_rate:8.2f} tickets/s  (webhook -> note written to fake Jira)")
         print(f"ratio pipeline/model {pipeline_rate / alone:8.2f}  (goal >= 0.8)")
+        print(
+            f"webhook intake       {intake_rate:8.2f} tickets/s  (sequential signed POSTs; caps the pipeline if lower)"
+        )
         print(f"model batch sizes    mean {statistics.fmean(sizes):.1f}, max {max(sizes):.0f}, n={len(sizes)}")
         print(f"internal notes/issue {sorted(set(notes))} over {len(notes)} issues (must be [1])")
 
