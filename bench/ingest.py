@@ -33,6 +33,7 @@ from service.samples import as_new_ticket, load_sample, make_delivery
 
 SECRET = "bench-jira-secret"
 REDIS_URL = "redis://127.0.0.1:6379/12"
+RUN = f"bench-{os.getpid()}-{int(time.time())}"  # this run's delivery ids, so a reused database counts right
 
 
 def free_port() -> int:
@@ -61,10 +62,10 @@ def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[by
 def requests(n: int) -> list[bytes]:
     """n distinct, signed jira:issue_created deliveries."""
     sample = load_sample("jira_issue_created")
-    base = int(time.time()) * 1000
+    base = int(time.time() * 1000)
     out = []
     for i in range(n):
-        delivery = make_delivery(as_new_ticket(sample, base + i), secret=SECRET, delivery_id=f"bench-{base + i}")
+        delivery = make_delivery(as_new_ticket(sample, base + i), secret=SECRET, delivery_id=f"{RUN}-{i}")
         out.append(build_request(delivery.path, delivery.body, delivery.headers))
     return out
 
@@ -122,7 +123,9 @@ def main() -> None:
             proc.wait(timeout=15)
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        stored = conn.execute(select(func.count()).select_from(InboundEvent)).scalar_one()
+        stored = conn.execute(
+            select(func.count()).select_from(InboundEvent).where(InboundEvent.delivery_id.like(f"{RUN}-%"))  # type: ignore[attr-defined]
+        ).scalar_one()
     acked = results["ours saturation"].statuses.get(202, 0) + results["ours @ half saturation"].statuses.get(202, 0)
     queued = broker.llen("triage")
     broker.flushdb()

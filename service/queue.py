@@ -61,6 +61,6 @@ def make_celery(settings: Settings, *, name: str = "itsm") -> Celery:
     return app
 
 
-def enqueue(app: Celery, task_name: str, *args: Any, countdown: float | None = None) -> None:
-    """Publish a task by name onto its queue (ids only, never objects)."""
-    app.send_task(task_name, args=list(args), queue=TASK_QUEUES[task_name], countdown=countdown)
+def enqueue(app: Celery, task_name: str, *args: Any, countdown: float | None = None, producer: Any = None) -> None:
+    """Publish a task by name onto its queue (ids only, never objects); pass a producer to reuse its connection."""
+    app.send_task(task_name, args=list(args), queue=TASK_QUEUES[task_name], countdown=countdown, producer=producer)

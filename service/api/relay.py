@@ -88,19 +88,21 @@ class EnqueueRelay:
     def _publish(self, batch: list[int]) -> None:
         """Publish each id; mark the published ones `queued` in one UPDATE."""
         published: list[int] = []
-        for event_id in batch:
-            if not self.healthy:
-                break  # stays `received`: the sweeper enqueues it when the broker is back
-            try:
-                enqueue(self._celery, TRIAGE_EVENT_TASK, event_id)
-            except Exception as exc:  # noqa: BLE001  (kombu raises many types: OperationalError, OSError, ...)
-                self._open_until = time.monotonic() + self._cooldown_s
-                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
-                self._metrics.broker_up.set(0)
-                self._metrics.enqueue_failures.inc()
-                log.warning("enqueue_failed", event_id=event_id, error=self.last_error)
-                break
-            published.append(event_id)
+        if not self.healthy:
+            return  # stays `received`: the sweeper enqueues it when the broker is back
+        try:
+            # One producer (and broker connection) for the whole batch: acquiring one per message cost as much
+            # as the publish itself.
+            with self._celery.producer_or_acquire() as producer:
+                for event_id in batch:
+                    enqueue(self._celery, TRIAGE_EVENT_TASK, event_id, producer=producer)
+                    published.append(event_id)
+        except Exception as exc:  # noqa: BLE001  (kombu raises many types: OperationalError, OSError, ...)
+            self._open_until = time.monotonic() + self._cooldown_s
+            self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            self._metrics.broker_up.set(0)
+            self._metrics.enqueue_failures.inc()
+            log.warning("enqueue_failed", pending=len(batch) - len(published), error=self.last_error)
         if published:
             self._metrics.broker_up.set(1)
             self._mark_queued(published)
