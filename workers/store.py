@@ -15,8 +15,18 @@ from service.db import session_scope
 from service.domain.policy import Decision, decide_fields
 from service.domain.sanitize import scrub
 from service.domain.schemas import TriageResult
-from service.domain.tables import DeliveryKind, EventStatus, InboundEvent, Suggestion, Ticket, Triage, utcnow
-from service.outbox import add_delivery, triage_delivery_key
+from service.domain.tables import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    EventStatus,
+    InboundEvent,
+    Suggestion,
+    Ticket,
+    Triage,
+    utcnow,
+)
+from service.outbox import triage_delivery_key
 from service.settings import Settings
 from workers.metrics import metrics
 from workers.note import build_note
@@ -46,14 +56,12 @@ def store_batch(
     engine: Engine, settings: Settings, work: list[Work], results: list[TriageResult], *, batch_s: float
 ) -> list[int]:
     """One transaction for the whole batch (one commit, not one per ticket); returns the new delivery ids."""
-    deliveries: list[int] = []
-    counted: list[tuple[str, list[tuple[str, str]]]] = []
-    with session_scope(engine) as session:
-        for w, result in zip(work, results, strict=True):
-            stored = _store_one(session, settings, w, result, batch_s=batch_s, batch_size=len(work))
-            if stored is not None:
-                deliveries.append(stored[0])
-                counted.append((w.ticket.source, stored[1]))
+    try:
+        # Fast path: no savepoints; _prepare already settled duplicates, so a conflict here is a rare race.
+        deliveries, counted = _store_all(engine, settings, work, results, batch_s=batch_s, savepoints=False)
+    except IntegrityError:
+        # Another worker stored one of these ticket versions meanwhile: redo ticket by ticket.
+        deliveries, counted = _store_all(engine, settings, work, results, batch_s=batch_s, savepoints=True)
     m = metrics()
     for source, decisions in counted:
         m.tickets_triaged.labels(source=source).inc()
@@ -63,8 +71,38 @@ def store_batch(
     return deliveries
 
 
+def _store_all(
+    engine: Engine,
+    settings: Settings,
+    work: list[Work],
+    results: list[TriageResult],
+    *,
+    batch_s: float,
+    savepoints: bool,
+) -> tuple[list[int], list[tuple[str, list[tuple[str, str]]]]]:
+    """All rows of a batch in one transaction: (delivery ids, per-ticket decisions for the metrics)."""
+    deliveries: list[int] = []
+    counted: list[tuple[str, list[tuple[str, str]]]] = []
+    with session_scope(engine) as session:
+        for w, result in zip(work, results, strict=True):
+            stored = _store_one(
+                session, settings, w, result, batch_s=batch_s, batch_size=len(work), savepoint=savepoints
+            )
+            if stored is not None:
+                deliveries.append(stored[0])
+                counted.append((w.ticket.source, stored[1]))
+    return deliveries, counted
+
+
 def _store_one(
-    session: Session, settings: Settings, w: Work, result: TriageResult, *, batch_s: float, batch_size: int
+    session: Session,
+    settings: Settings,
+    w: Work,
+    result: TriageResult,
+    *,
+    batch_s: float,
+    batch_size: int,
+    savepoint: bool,
 ) -> tuple[int, list[tuple[str, str]]] | None:
     """Rows for one ticket; None when another worker already stored this ticket version."""
     ticket = w.ticket
@@ -84,14 +122,18 @@ def _store_one(
         adapter_version=(result.adapter_version or None),
         timings=dict(result.timings) | {"batch_s": batch_s, "batch_size": float(batch_size)},
     )
-    try:
-        with session.begin_nested():
-            session.add(triage)
-            session.flush()
-    except IntegrityError:
-        # Another worker stored this ticket version first (lease takeover): its outbox row is the one.
-        mark(session, w.event_id, EventStatus.triaged, reason="ticket version already triaged")
-        return None
+    if not savepoint:
+        session.add(triage)
+        session.flush()  # an IntegrityError aborts the batch; store_batch retries with savepoints
+    else:
+        try:
+            with session.begin_nested():
+                session.add(triage)
+                session.flush()
+        except IntegrityError:
+            # Another worker stored this ticket version first (lease takeover): its outbox row is the one.
+            mark(session, w.event_id, EventStatus.triaged, reason="ticket version already triaged")
+            return None
     suggestion_id: int | None = None
     if draft:
         suggestion = Suggestion(triage_id=_pk(triage.id), ticket_id=_pk(ticket.id), draft=draft)
@@ -106,13 +148,17 @@ def _store_one(
         adapter_version=triage.adapter_version,
     )
     fields = {k: d.label for k, d in decisions.items() if d.decision == Decision.auto}
-    delivery = add_delivery(
-        session,
+    # The key derives from the triage row inserted just above, so it cannot exist yet: insert directly
+    # (add_delivery's look-up and savepoint are for callers that may repeat a key).
+    delivery = Delivery(
         ticket_id=_pk(ticket.id),
         kind=DeliveryKind.triage,
-        payload={"fields": fields, "note": note, "triage_id": triage.id},
         idempotency_key=triage_delivery_key(_pk(triage.id)),
+        status=DeliveryStatus.pending,
+        payload={"fields": fields, "note": note, "triage_id": triage.id},
     )
+    session.add(delivery)
+    session.flush()
     mark(session, w.event_id, EventStatus.triaged)
     return _pk(delivery.id), [(d.field, d.decision.value) for d in decisions.values()]
 

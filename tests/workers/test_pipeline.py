@@ -8,7 +8,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from service.db import session_scope
-from service.domain.tables import Delivery, EventStatus, InboundEvent, Suggestion, Triage, utcnow
+from service.domain.schemas import CanonicalTicket
+from service.domain.tables import Delivery, EventStatus, InboundEvent, Suggestion, Ticket, Triage, utcnow
 from service.queue import DELIVER_TASK, TRIAGE_EVENT_TASK
 from service.settings import FieldPolicy, Settings
 from tests.workers.conftest import Recorder, seed_event
@@ -182,3 +183,34 @@ def test_a_batch_outliving_its_lease_keeps_it_by_heartbeat(
     runner.join(30)
     assert _event(engine, eid).status == EventStatus.triaged
     assert recorder.ids(TRIAGE_EVENT_TASK) == []
+
+
+def test_store_batch_survives_a_concurrent_store_of_one_ticket_version(
+    engine: Engine, settings: Settings, fake_llm: FakeTriager
+) -> None:
+    """The race _prepare cannot see: another worker stores a ticket version first; the rest still lands."""
+    from workers.store import Work, store_batch
+
+    ids = [seed_event(engine, body=f"race {i}") for i in range(3)]
+    with session_scope(engine) as s:
+        events = [s.get(InboundEvent, i) for i in ids]
+        tickets = [s.get(Ticket, e.ticket_id) for e in events if e is not None]
+        for e in events:
+            assert e is not None
+            e.status = EventStatus.processing
+            s.add(e)
+        assert tickets[1] is not None and tickets[1].id is not None
+        s.add(Triage(ticket_id=tickets[1].id, source_version=tickets[1].source_version))  # the other worker
+    work = [Work(event_id=i, ticket=t, flags=[]) for i, t in zip(ids, tickets, strict=True) if t is not None]
+    results = fake_llm.triage([_canon(t) for t in tickets if t is not None])
+    deliveries = store_batch(engine, settings, work, results, batch_s=0.1)
+    assert len(deliveries) == 2
+    assert {_event(engine, i).status for i in ids} == {EventStatus.triaged}
+    with Session(engine) as s:
+        assert len(s.exec(select(Triage)).all()) == 3 and len(s.exec(select(Delivery)).all()) == 2
+
+
+def _canon(t: Ticket) -> CanonicalTicket:
+    return CanonicalTicket(
+        source=t.source, external_id=t.external_id, external_key=t.external_key, subject=t.subject, body=t.body
+    )
