@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -181,7 +182,18 @@ def test_redis_outage_under_load_keeps_acks_2xx_and_loses_nothing(fault_stack: S
     non_2xx = [s for s in statuses if not 200 <= s < 300]
     print(f"{mode}: non-2xx={len(non_2xx)} lost={lost} duplicated={duplicated} settled {recovered:.1f} s after up")
     assert non_2xx == [], st.logs()
-    assert (lost, duplicated) == (0, 0), st.logs()
+    assert (lost, duplicated) == (0, 0), _broker_state(st) + st.logs()
+
+
+def _broker_state(st: Stack) -> str:
+    """Queue lengths and Redis client list, to tell a wedged consumer from a lost message on failure."""
+    cli = ["redis-cli", "-p", str(st.redis.port)]
+    out = [
+        subprocess.run([*cli, *cmd], capture_output=True, text=True, timeout=10, check=False).stdout
+        for cmd in (["llen", "triage"], ["llen", "deliver"], ["hlen", "unacked"], ["client", "list"])
+    ]
+    assert st.ledger is not None
+    return f"triage/deliver/unacked={out[:3]} events={dict(st.ledger.snapshot().events)}\nclients:\n{out[3]}\n"
 
 
 def test_t8_graceful_shutdown_mid_task_finishes_or_requeues_it(fault_stack: Stack) -> None:
