@@ -48,6 +48,34 @@ def fit_weights(llm_logp: np.ndarray, lex_logp: np.ndarray | None, y: np.ndarray
     return best[0], best[1]
 
 
+def macro_f1(pred: np.ndarray, y: np.ndarray, k: int) -> float:
+    f1s = []
+    for c in range(k):
+        tp = float(np.sum((pred == c) & (y == c)))
+        fp = float(np.sum((pred == c) & (y != c)))
+        fn = float(np.sum((pred != c) & (y == c)))
+        if tp + fp + fn > 0:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s)) if f1s else 0.0
+
+
+def fit_weights_f1(llm_logp: np.ndarray, lex_logp: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Mixing direction chosen by validation macro-F1 (ties: the NLL-optimal one), then one temperature by NLL,
+    so the probabilities stay calibrated while the argmax serves the metric that decides routing quality."""
+    k = llm_logp.shape[1]
+    a0, b0 = fit_weights(llm_logp, lex_logp, y)
+    base = macro_f1((a0 * llm_logp + b0 * lex_logp).argmax(1), y, k)
+    best = (base, a0 / max(a0 + b0, 1e-9))
+    for w in np.linspace(0.0, 1.0, 21):
+        f = macro_f1((w * llm_logp + (1 - w) * lex_logp).argmax(1), y, k)
+        if f > best[0] + 1e-9:
+            best = (f, float(w))
+    w = best[1]
+    z = w * llm_logp + (1 - w) * lex_logp
+    s, _ = fit_weights(z, None, y)
+    return s * w, s * (1 - w)
+
+
 def ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
     conf = p.max(1)
     correct = (p.argmax(1) == y).astype(float)

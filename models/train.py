@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from models import adapter as adapter_io
-from models.calibration import classification_report, combine, fit_weights, log_softmax
+from models.calibration import classification_report, combine, fit_weights, fit_weights_f1, log_softmax
 from models.config import ModelConfig, TrainConfig
 from models.data import Ticket, file_hash, label_sets, load_tickets, split
 from models.prompts import sanitize, ticket_text
@@ -323,7 +323,7 @@ def calibrate(
         llm_lp = log_softmax(np.asarray(val_logits[f], dtype=np.float64))[keep]
         lex_lp = _align(lex_val[f], lex.classes[f], labs)[keep]
         a_t, _ = fit_weights(llm_lp, None, yv)
-        a, b = fit_weights(llm_lp, lex_lp, yv)
+        a, b = fit_weights_f1(llm_lp, lex_lp, yv)
         calib[f] = {"llm_weight": a, "lexical_weight": b, "llm_temperature_weight": a_t}
         rep = {
             "llm_raw": classification_report(np.exp(llm_lp), yv, labs),
