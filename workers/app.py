@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 import threading
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import worker_process_init, worker_process_shutdown
 from sqlalchemy.engine import Engine
 
@@ -89,6 +90,30 @@ class WorkerRuntime:
         return DeliveryContext(self.engine(), self.settings, self.writer, self.enqueue)
 
 
+# The chart's liveness probe fails a worker whose main loop stopped touching this file (helm/README.md).
+HEARTBEAT_FILE = Path(tempfile.gettempdir()) / "itsm-triage-worker.heartbeat"
+HEARTBEAT_INTERVAL_S = 10.0
+
+
+def _touch_heartbeat() -> None:
+    """Mark the consumer loop alive; a full disk must not kill the worker, only fail its probe."""
+    try:
+        HEARTBEAT_FILE.touch()
+    except OSError as exc:
+        log.warning("heartbeat_failed", error=str(exc))
+
+
+class Heartbeat(bootsteps.StartStopStep):
+    """Touches HEARTBEAT_FILE from the worker's own timer, so it stops when the main loop hangs."""
+
+    requires: ClassVar[set[str]] = {"celery.worker.components:Timer"}
+
+    def start(self, worker: Any) -> None:
+        """Touch now and every HEARTBEAT_INTERVAL_S."""
+        _touch_heartbeat()
+        worker.timer.call_repeatedly(HEARTBEAT_INTERVAL_S, _touch_heartbeat, priority=10)
+
+
 def make_worker_app(settings: Settings) -> Celery:
     """The Celery app with the tasks registered and the sweeper scheduled; loads no model."""
     app = make_celery(settings, name="itsm-worker")
@@ -107,6 +132,7 @@ def make_worker_app(settings: Settings) -> Celery:
     )
     runtime = WorkerRuntime(app, settings)
     register_tasks(app, runtime)
+    app.steps["worker"].add(Heartbeat)
     app.itsm_runtime = runtime  # type: ignore[attr-defined]
 
     def _init(**_: Any) -> None:

@@ -16,6 +16,7 @@ from sqlmodel import col
 from service.db import session_scope
 from service.domain.errors import OutcomeUnknown, PermanentUpstream, TransientUpstream
 from service.domain.ports import TicketWriter
+from service.domain.render import links_in
 from service.domain.schemas import WriteBack, WriteOutcome
 from service.domain.tables import (
     Delivery,
@@ -111,6 +112,9 @@ def claim_delivery(engine: Engine, settings: Settings, delivery_id: int, *, rede
             note=p.get("note"),
             public_reply=p.get("public_reply"),
             check_existing=check_existing,
+            allowed_links=links_in(
+                f"{ticket.subject}\n{ticket.body}"
+            ),  # model output may only link what the ticket did
         )
         return Claimed(write=write, source=ticket.source, kind=row.kind, attempts=attempts + 1, payload=p)
 
@@ -121,7 +125,11 @@ def deliver(ctx: DeliveryContext, delivery_id: int, *, redelivered: bool = False
     if isinstance(claimed, str):
         return claimed
     try:
-        outcome = ctx.writer_for(claimed.source).write(claimed.write)
+        writer = ctx.writer_for(claimed.source)
+    except ValueError as exc:  # no credentials for this system: retrying cannot help until an operator acts
+        return _dead(ctx, delivery_id, claimed, f"write-back not configured: {exc}", reason="not_configured")
+    try:
+        outcome = writer.write(claimed.write)
     except PermanentUpstream as exc:
         return _dead(ctx, delivery_id, claimed, f"permanent: {exc}", reason="permanent")
     except OutcomeUnknown as exc:

@@ -49,3 +49,38 @@ def test_building_the_app_loads_no_model() -> None:
     app = make_worker_app(_redis_settings())
     runtime: WorkerRuntime = app.itsm_runtime  # type: ignore[attr-defined]
     assert runtime._triager is None and runtime._engine is None
+
+
+def test_worker_heartbeat_file_is_touched_by_the_running_worker(tmp_path, monkeypatch) -> None:
+    """The chart's liveness probe reads this file: a running worker must keep it fresh."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from workers.app import HEARTBEAT_FILE
+
+    before = HEARTBEAT_FILE.stat().st_mtime if HEARTBEAT_FILE.exists() else 0.0
+    env = {
+        **os.environ,
+        "ITSM_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "ITSM_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
+        "ITSM_MODEL__BACKEND": "fake",
+    }
+    subprocess.run([sys.executable, "-m", "service.cli", "db", "upgrade"], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "worker", "--queues", "deliver"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if HEARTBEAT_FILE.exists() and HEARTBEAT_FILE.stat().st_mtime > before:
+                break
+            time.sleep(0.5)
+        assert HEARTBEAT_FILE.exists() and HEARTBEAT_FILE.stat().st_mtime > before
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

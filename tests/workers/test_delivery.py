@@ -151,3 +151,18 @@ def test_backoff_grows_is_capped_and_never_undercuts_retry_after(settings: Setti
     assert 4 <= backoff_s(settings, 3, None) <= 8
     assert 5 <= backoff_s(settings, 10, None) <= 10
     assert backoff_s(settings, 1, 30) == 30
+
+
+def test_an_unconfigured_itsm_system_dead_letters_at_once_with_the_reason(
+    engine: Engine, pipeline_ctx: PipelineContext, delivery_ctx: DeliveryContext
+) -> None:
+    import dataclasses
+
+    def no_writer(source: str) -> ScriptedWriter:
+        raise ValueError(f"{source} write-back needs ITSM_JIRA__BASE_URL")
+
+    did = _triaged_delivery(engine, pipeline_ctx)
+    unconfigured = dataclasses.replace(delivery_ctx, writer_for=no_writer)
+    assert deliver(unconfigured, did) == "dead"
+    row = _row(engine, did)
+    assert row.status == DeliveryStatus.dead and "not configured" in (row.last_error or "")
