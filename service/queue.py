@@ -41,7 +41,9 @@ def make_celery(settings: Settings, *, name: str = "itsm") -> Celery:
         worker_prefetch_multiplier=settings.worker.prefetch_multiplier,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_time_limit=settings.worker.task_time_limit_s,
-        task_soft_time_limit=max(1, settings.worker.task_time_limit_s - 10),
+        # The soft limit leaves a task time to record its failure: 10 s, or a tenth of a short limit.
+        task_soft_time_limit=settings.worker.task_time_limit_s
+        - max(1, min(10, settings.worker.task_time_limit_s // 10)),
         task_routes={name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
         task_default_queue=DELIVER_QUEUE,
         broker_transport_options=transport_options,

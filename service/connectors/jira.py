@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from service.connectors._http import HttpCaller, json_body
+from service.domain.errors import PermanentUpstream
 from service.domain.render import adf_plain_text, marker_token, note_with_unmapped, to_adf, to_jira_wiki_text
 from service.domain.schemas import WriteBack, WriteOutcome
 from service.settings import JiraSettings
@@ -219,7 +220,17 @@ class JiraWriter:
             return WriteOutcome(external_ref=ref, already_done=True, written_fields=written, unmapped_fields=unmapped)
 
         if edit and not found:  # a found marker means an earlier attempt got past the edit already
-            self.http.request("PUT", f"/rest/api/3/issue/{issue}", idempotent=True, json=edit)
+            try:
+                self.http.request("PUT", f"/rest/api/3/issue/{issue}", idempotent=True, json=edit)
+            except PermanentUpstream as exc:
+                if exc.status != 400:
+                    raise
+                # Jira refused the edit (a field off the screen, a component the project lacks): the agent must
+                # still see the triage, so the fields become suggestions in the note, with Jira's reason.
+                unmapped, written = {**unmapped, **written}, {}
+                refused = f"Jira refused the field update ({exc}); the values above are suggestions only."
+                parts["note"] = (f"{note_with_unmapped(action.note, unmapped) or ''}\n\n{refused}".strip(), False)
+                tokens.setdefault("note", marker_token(action.idempotency_key, "note"))
         refs = dict(found)
         for part, (text, public) in parts.items():
             if part in found:

@@ -140,11 +140,15 @@ def test_unmapped_labels_alone_still_produce_an_internal_note(fake_jira: FakeJir
     assert not comment.public and "priority = P9" in comment.plain
 
 
-def test_a_component_missing_from_the_project_is_a_permanent_error_with_jiras_reason(fake_jira: FakeJira) -> None:
-    with pytest.raises(PermanentUpstream, match="Field 'components' cannot be set") as info:
-        writer(fake_jira).write(triage(fields={"queue": "Nonexistent Team"}))
-    assert info.value.status == 400
-    assert fake_jira.issue("10231").comments == []  # nothing half-written after the failed edit
+def test_a_refused_field_edit_still_posts_the_note_with_the_fields_as_suggestions(fake_jira: FakeJira) -> None:
+    outcome = writer(fake_jira).write(triage(fields={"queue": "Nonexistent Team"}))
+    assert outcome.written_fields == {} and outcome.unmapped_fields["queue"] == "Nonexistent Team"
+    issue = fake_jira.issue("10231")
+    assert issue.components == [] and issue.priority["name"] == "Medium"  # nothing half-written
+    [note] = issue.internal_comments()
+    assert "Nonexistent Team" in note.plain and "cannot be set" in note.plain
+    again = writer(fake_jira).write(triage(fields={"queue": "Nonexistent Team"}, check_existing=True))
+    assert again.already_done and len(issue.internal_comments()) == 1
 
 
 def test_an_unknown_issue_is_permanent(fake_jira: FakeJira) -> None:

@@ -84,3 +84,12 @@ def test_worker_heartbeat_file_is_touched_by_the_running_worker(tmp_path, monkey
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_soft_time_limit_leaves_a_sensible_margin_for_short_and_long_limits() -> None:
+    from service.queue import make_celery
+    from service.settings import Settings
+
+    for limit, soft in ((5, 4), (11, 10), (60, 54), (600, 590)):
+        app = make_celery(Settings(worker={"task_time_limit_s": limit, "visibility_timeout_s": limit + 1}))
+        assert (app.conf.task_time_limit, app.conf.task_soft_time_limit) == (limit, soft)
