@@ -109,7 +109,7 @@ class LexicalModel:
         (d / "lexical.json").write_text(json.dumps(meta, ensure_ascii=False))
         tensors = {"idf": v.idf_.astype(np.float32)}
         for f in self.coefs:
-            tensors[f"coef.{f}"] = self.coefs[f].astype(np.float16)
+            tensors[f"coef.{f}"] = np.ascontiguousarray(self.coefs[f], dtype=np.float32)
             tensors[f"intercept.{f}"] = self.intercepts[f]
         save_file(tensors, str(d / "lexical.safetensors"))
 

@@ -55,3 +55,17 @@ def test_calibration_fixes_overconfidence() -> None:
     assert nll(cal, y) < nll(np.exp(over), y)
     cov = coverage_curve(cal, y)
     assert cov["0.3"] >= cov["1.0"]
+
+
+def test_lexical_model_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from models.lexical import LexicalModel
+
+    texts = [f"printer {w} broken {i}" for i, w in enumerate(["jam", "toner", "paper"] * 10)]
+    texts += [f"invoice {w} wrong {i}" for i, w in enumerate(["charge", "refund", "tax"] * 10)]
+    labels = {"q": ["hw"] * 30 + ["billing"] * 30, "p": (["a", "b", "c"] * 20)}
+    m = LexicalModel.fit(texts, labels, C=10.0)
+    m.save(tmp_path)
+    m2 = LexicalModel.load(tmp_path)
+    a, b = m.logprobs(texts), m2.logprobs(texts)
+    for f in labels:
+        assert np.abs(a[f] - b[f]).max() < 1e-5
