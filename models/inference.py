@@ -117,7 +117,6 @@ class Triager:
 
     @classmethod
     def load(cls, cfg: ModelConfig | None = None) -> Triager:
-        import torch
         from peft import PeftModel
         from safetensors.torch import load_file
 
@@ -141,7 +140,6 @@ class Triager:
         heads.to(device).eval()
         lexical = LexicalModel.load(d) if (d / "lexical.json").exists() else None
         h = hashlib.sha256((d / adapter_io.HEADS).read_bytes()).hexdigest()[:12]
-        torch.set_grad_enabled(False)
         return cls(cfg, lm, tok, heads, lexical, meta, device, model_version, f"{d.name}@{h}")
 
     # ---------------------------------------------------------------- classification
