@@ -98,7 +98,9 @@ class ModelSettings(BaseModel):
     )
     adapter: str | None = Field(None, description="LoRA adapter directory; the shipped default adapter when unset.")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
-    dtype: str = Field("auto", description="'auto' (bf16 on CUDA, fp32 on CPU), 'float32', 'bfloat16', 'float16'.")
+    dtype: str = Field(
+        "auto", description="'auto' (bf16 on CUDA and on CPUs with bf16 support, else fp32), 'float32', 'bfloat16'."
+    )
     cache_dir: Path = Field(DEFAULT_VAR_DIR / "models", description="Converted base weights and downloads.")
     batch_size: int = Field(16, ge=1, le=512, description="Most tickets the triage worker runs as one batch.")
     batch_wait_ms: int = Field(200, ge=0, description="How long the triage worker waits to fill a batch.")
