@@ -64,9 +64,8 @@ def load_triager(settings: Settings) -> Triager:
     m = settings.model
     if m.backend == "fake":
         return FakeTriager(latency_ms=m.fake_latency_ms, draft_replies=m.draft_replies)
-    from models.inference import Triager as LLMTriager
-
     from models.config import ModelConfig
+    from models.inference import Triager as LLMTriager
 
     cfg = ModelConfig(
         base=m.base,

@@ -30,9 +30,7 @@ class UpstreamError(DomainError):
 class TransientUpstream(UpstreamError):
     """Worth retrying: 429, 5xx, timeouts, connection errors."""
 
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after_s: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message, status=status)
         self.retry_after_s = retry_after_s
 
