@@ -15,48 +15,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import redis
 from sqlalchemy import create_engine, func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.loadgen import Result, build_request, closed_loop, open_loop
+from bench.loadgen import Result, build_request, closed_loop, free_port, open_loop, start_server
 from service.domain.tables import InboundEvent
 from service.samples import as_new_ticket, load_sample, make_delivery
 
 SECRET = "bench-jira-secret"
 REDIS_URL = "redis://127.0.0.1:6379/12"
 RUN = f"bench-{os.getpid()}-{int(time.time())}"  # this run's delivery ids, so a reused database counts right
-
-
-def free_port() -> int:
-    """An unused loopback port."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    """Start a server process and wait for /livez."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"server did not start: {' '.join(cmd)}")
 
 
 def requests(n: int) -> list[bytes]:
@@ -92,8 +67,8 @@ def main() -> None:
     }
     exe = [sys.executable, "-m", "service.cli"]
     procs = [
-        start([*exe, "serve", "--port", str(ours_port)], env, ours_port),
-        start([sys.executable, str(Path(__file__).with_name("_bare_app.py")), str(bare_port)], env, bare_port),
+        start_server([*exe, "serve", "--port", str(ours_port)], env, ours_port),
+        start_server([sys.executable, str(Path(__file__).with_name("_bare_app.py")), str(bare_port)], env, bare_port),
     ]
     try:
         budget = int(args.seconds * 4000) + 2000  # more distinct deliveries than any phase can send

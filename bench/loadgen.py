@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
 
 
 @dataclass
@@ -131,3 +137,27 @@ async def open_loop(
     while not pool.empty():
         pool.get_nowait()[1].close()
     return result
+
+
+def free_port() -> int:
+    """An unused loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(
+    cmd: list[str], env: dict[str, str], port: int, *, log: Path | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server process (output to `log` or discarded) and wait until its /livez answers."""
+    out: IO[bytes] | int = log.open("ab") if log is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"server did not start: {' '.join(cmd)}" + (f"; see {log}" if log else ""))

@@ -30,6 +30,7 @@ from sqlmodel import Session, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.loadgen import start_server
 from service.db import make_engine
 from service.domain.schemas import CanonicalTicket
 from service.domain.tables import Delivery, DeliveryStatus, Triage
@@ -63,23 +64,9 @@ def tickets(n: int, offset: int) -> list[tuple[str, str]]:
 
 def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     """`itsm-triage serve` on a free port; waits for /livez."""
-    out = log.open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
+    return start_server(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env, port, log=log, cwd=REPO
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"API did not start; see {log}")
 
 
 def post_all(port: int, texts: list[tuple[str, str]], first: int) -> None:
