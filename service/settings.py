@@ -139,6 +139,11 @@ class WorkerSettings(BaseModel):
     stuck_grace_s: int = Field(
         60, ge=1, description="Events received/queued longer than this are re-enqueued by the sweeper."
     )
+    stall_timeout_s: int = Field(
+        60,
+        ge=0,
+        description="Reconnect a worker that took no message this long while its queues had work (0 = off).",
+    )
 
 
 class ReviewSettings(BaseModel):

@@ -22,6 +22,7 @@ from service.settings import Settings
 from workers.delivery import DeliveryContext
 from workers.pipeline import PipelineContext
 from workers.tasks import register_tasks
+from workers.watchdog import ConsumerWatchdog
 
 log = structlog.get_logger(__name__)
 
@@ -133,6 +134,8 @@ def make_worker_app(settings: Settings) -> Celery:
     runtime = WorkerRuntime(app, settings)
     register_tasks(app, runtime)
     app.steps["worker"].add(Heartbeat)
+    watchdog = type("ConsumerWatchdog", (ConsumerWatchdog,), {"stall_s": float(settings.worker.stall_timeout_s)})
+    app.steps["consumer"].add(watchdog)
     app.itsm_runtime = runtime  # type: ignore[attr-defined]
 
     def _init(**_: Any) -> None:
