@@ -41,7 +41,7 @@ def store_event(engine: Engine, event: NormalizedEvent, *, payload: str) -> Stor
     The hot path is three statements in one transaction (ticket upsert, optional business-key probe, event
     insert-or-nothing), written in SQLAlchemy Core with ON CONFLICT so PostgreSQL and SQLite both do it atomically.
     """
-    with _write_lock(engine):
+    with write_lock(engine):
         for _attempt in range(3):
             try:
                 return _store(engine, event, payload)
@@ -53,7 +53,7 @@ def store_event(engine: Engine, event: NormalizedEvent, *, payload: str) -> Stor
 _SQLITE_WRITER = threading.Lock()
 
 
-def _write_lock(engine: Engine) -> AbstractContextManager[object]:
+def write_lock(engine: Engine) -> AbstractContextManager[object]:
     """SQLite admits one writer: queue our threads on a lock rather than in SQLite's sleeping busy handler."""
     return _SQLITE_WRITER if engine.dialect.name == "sqlite" else nullcontext()
 
