@@ -301,6 +301,10 @@ _OVERRIDE = re.compile(
     r"|\bestablece\s+la\s+prioridad\b"
     # French
     r"|\b(?:ignore[zr]?|oublie[zr]?)\s+(?:(?:toutes|tous|les|vos|tes)\s+)*(?:instructions|consignes)\b"
+    # Russian
+    r"|(?:игнорир|забуд|проигнорир|не\s+обращай\s+внимания\s+на)\w*\s+(?:(?:все|всё|свои|твои|ваши)\s+)*"
+    r"(?:предыдущ|прежн|системн|прошл)\w*\s+(?:инструкц|указан|правил|команд)\w*"
+    r"|\bтеперь\s+ты\s+(?:мой|моя|бот|ассистент|в\s+режиме)|\bустанови\w*\s+приоритет\b"
     # Chinese
     r"|(?:忽略|无视|忽视|忘记|不要理会).{0,10}?(?:指令|指示|说明|规则|提示)|你现在是|系统提示|(?:将|把)优先级(?:设置|设|改)为"
 )
@@ -315,6 +319,15 @@ _DELIMITER = re.compile(
 _SQUASHED = re.compile(r"ignore(?:all|any|the)*(?:previous|prior|above)(?:instructions|rules|prompts)")
 _LEET = str.maketrans("013457@$!|", "oieastasil")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_-]{16,}={0,2}")
+
+
+# Cyrillic and Greek letters drawn like Latin ones; NFKC does not fold them, so "Іgnоrе" (Cyrillic І, о, е) would
+# pass the phrase check. Used for detection only: the text itself is not changed (Russian stays Russian), and
+# folded real Cyrillic/Greek words do not spell English or German override phrases.
+_CONFUSABLES = str.maketrans(
+    "аеіјорсухуѕԁԛԝкмнтвАВЕІЈКМНОРСТУХЅαεικνορτυχΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
+    "aeijopcyxysdqwkmhtbABEIJKMHOPCTYXSaeikvoptuxABEZHIKMNOPTYX",
+)
 
 
 def _override_in(text: str) -> bool:
@@ -349,6 +362,8 @@ def injection_signals(text: str, *, hidden: str = "") -> list[str]:
     signals: list[str] = []
     if _override_in(text):
         signals.append("override_phrase")
+    elif _override_in(text.translate(_CONFUSABLES)):
+        signals.append("homoglyph_override")
     if _DELIMITER.search(text):
         signals.append("fake_delimiter")
     if hidden.strip():
