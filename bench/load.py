@@ -73,7 +73,23 @@ def run_phase(kind: str, port: int, base: int, *, seconds: float, rate: float = 
 
 
 def _proc_stat(pid: int) -> tuple[float, int]:
-    """(CPU seconds, RSS KiB) of a process from /proc."""
+    """(CPU seconds, RSS KiB) of a process and its children (the API's uvicorn processes) from /proc."""
+    cpu, rss = _one_stat(pid)
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        children = []
+    for child in children:
+        try:
+            c, r = _one_stat(child)
+        except OSError:  # exited between the two reads
+            continue
+        cpu, rss = cpu + c, rss + r
+    return cpu, rss
+
+
+def _one_stat(pid: int) -> tuple[float, int]:
+    """(CPU seconds, RSS KiB) of one process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     rss = next(
@@ -125,13 +141,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=None, help="fixed rate instead of half of saturation")
     parser.add_argument("--workers", type=int, default=1, help="worker processes kept busy during the load")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--api-processes", type=int, default=1, help="ITSM_API__PROCESSES of the API")
     parser.add_argument("--burst", type=int, default=2000, help="T2: deliveries sent within 10 s (0 = skip)")
     args = parser.parse_args()
     seconds = args.seconds or (300.0 if args.full else 60.0)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    print(f"commit {commit.strip()}  cores {os.cpu_count()}  workers {args.workers} (fake model, 50 ms per batch)")
+    print(
+        f"commit {commit.strip()}  cores {os.cpu_count()}  API processes {args.api_processes}  "
+        f"workers {args.workers} (fake model, 50 ms per batch)"
+    )
     with Stack(env=WORKER_ENV) as st:
-        api = st.api()
+        api = st.api(ITSM_API__PROCESSES=str(args.api_processes))
         for _ in range(args.workers):
             st.worker()
         sat = run_phase("closed", api.port, 1_000_000, seconds=10.0, conns=args.connections)

@@ -120,6 +120,12 @@ class ApiSettings(BaseModel):
     request_timeout_s: float = Field(5.0, gt=0, description="Deadline for a webhook ack; past it the answer is 503.")
     dev_mode: bool = Field(False, description="Allow `serve` without webhook secrets (never in production).")
     migrate_on_start: bool = Field(True, description="Apply pending migrations when serve/run start.")
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="API processes sharing the port (PostgreSQL only; on Kubernetes scale pods instead).",
+    )
 
 
 class WorkerSettings(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from service import __version__
 from service.api.identity import resolve_jira_account_id
-from service.api.metrics import ApiMetrics
+from service.api.metrics import ApiMetrics, multiprocess_dir
 from service.api.middleware import RequestIdMiddleware
 from service.api.problems import install_problem_handlers
 from service.api.relay import EnqueueRelay
@@ -48,6 +49,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None, celery: Cele
         log.info("api_started", version=__version__, sources=sorted(app.state.parsers))
         yield
         app.state.relay.stop()
+        if multiprocess_dir() is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())  # its live gauges stop counting
         if own_engine:
             engine.dispose()
 
@@ -70,6 +75,15 @@ def create_app(settings: Settings, *, engine: Engine | None = None, celery: Cele
     _mount_review(app, settings)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for `serve` with several processes: each one reads its settings from the ITSM_* environment."""
+    from service.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(settings)
+    return create_app(settings)
 
 
 def _mount_review(app: FastAPI, settings: Settings) -> None:

@@ -1,10 +1,20 @@
-"""Prometheus metrics of the HTTP edge, on a registry per app (so tests can build many apps)."""
+"""Prometheus metrics of the HTTP edge, on a registry per app (so tests can build many apps).
+
+With several API processes (`ITSM_API__PROCESSES`), `serve` sets PROMETHEUS_MULTIPROC_DIR: every process writes
+its values there and /metrics adds them up, so a scrape sees the whole pod rather than one random process.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+def multiprocess_dir() -> str | None:
+    """The shared metrics directory when this API runs as several processes."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 @dataclass
@@ -27,8 +37,12 @@ class ApiMetrics:
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        # Across processes a gauge shows the worst live process: one failing publisher or DB check shows as 0.
         self.broker_up = Gauge(
-            "itsm_broker_up", "1 when the last publish to the broker succeeded", registry=self.registry
+            "itsm_broker_up",
+            "1 when the last publish to the broker succeeded",
+            registry=self.registry,
+            multiprocess_mode="livemin",
         )
         self.enqueue_failures = Counter(
             "itsm_enqueue_failures_total",
@@ -36,7 +50,20 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.database_up = Gauge(
-            "itsm_database_up", "1 when the last readiness check reached the database", registry=self.registry
+            "itsm_database_up",
+            "1 when the last readiness check reached the database",
+            registry=self.registry,
+            multiprocess_mode="livemin",
         )
         self.broker_up.set(1)
         self.database_up.set(1)
+
+    def exposition(self) -> bytes:
+        """The text format for /metrics: this process's registry, or every API process's values when shared."""
+        if multiprocess_dir() is None:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)

@@ -44,6 +44,22 @@ def _serve_api(settings: Settings, host: str, port: int) -> None:
     configure_logging(settings)
     if settings.api.migrate_on_start:
         upgrade(settings)
+    if settings.api.processes > 1:
+        if settings.database_url.startswith("sqlite"):
+            raise click.UsageError("ITSM_API__PROCESSES > 1 needs PostgreSQL: SQLite admits one writer process")
+        # Each process builds its own app from the environment (uvicorn spawns them); the CLI's resolved values
+        # (generated secrets, paths) travel as ITSM_* variables, and the metrics of all of them meet in one directory.
+        os.environ.update(_settings_env(settings))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _fresh_metrics_dir(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        uvicorn.run(
+            "service.api.app:create_app_from_env",
+            factory=True,
+            workers=settings.api.processes,
+            host=host,
+            port=port,
+            **UVICORN_OPTIONS,  # type: ignore[arg-type]
+        )
+        return
     uvicorn.run(create_app(settings), host=host, port=port, **UVICORN_OPTIONS)  # type: ignore[arg-type]
 
 
@@ -103,6 +119,20 @@ def _die_with_parent() -> None:
 
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _fresh_metrics_dir(given: str | None) -> str:
+    """The multiprocess metrics directory, emptied (values from an earlier run must not be added in)."""
+    import tempfile
+    from pathlib import Path
+
+    if not given:
+        return tempfile.mkdtemp(prefix="itsm-api-metrics-")
+    path = Path(given)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return str(path)
 
 
 def _settings_env(settings: Settings) -> dict[str, str]:
