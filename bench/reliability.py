@@ -2,6 +2,8 @@
 
     python bench/reliability.py            # default run (a few minutes on 2 cores)
     python bench/reliability.py --full     # the long counts of RELIABILITY.md (T6 x50, T7 x20, longer outages)
+    python bench/reliability.py --soak 60  # T26 (nightly): 60 min at 10 rps, a T6/T11/T14 fault every 5 min,
+                                           # RSS slope of the API and the worker, stuck tickets, final backlog
 
 Everything runs on loopback with private PostgreSQL and Redis processes on free ports (the shared servers are
 never touched), the real API and Celery worker processes, and the fake Jira (the only thing faked). The sender
@@ -53,6 +55,7 @@ ENV = {
     "ITSM_JIRA__TIMEOUT_S": "2",
     "ITSM_MODEL__FAKE_LATENCY_MS": "300",
     "ITSM_MODEL__BATCH_WAIT_MS": "100",
+    "ITSM_WORKER__STALL_TIMEOUT_S": "15",
 }
 
 
@@ -160,13 +163,118 @@ def _jira_faults(st: Stack, k: int) -> str:
     return f"T16-T18 Jira: {k}x 429 Retry-After 2, {k}x 503, {k}x lost response after write, {k}x timeout after write"
 
 
+def _tree_rss_mib(pid: int) -> float:
+    """RSS of a process and its children (MiB), from /proc; 0 for a process that is gone."""
+    total = 0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        return 0.0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def _slope_per_hour(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MiB) samples, in MiB per hour."""
+    if len(samples) < 3:
+        return 0.0
+    n = len(samples)
+    mx = sum(t for t, _ in samples) / n
+    my = sum(v for _, v in samples) / n
+    var = sum((t - mx) ** 2 for t, _ in samples)
+    cov = sum((t - mx) * (v - my) for t, v in samples)
+    return cov / var * 3600 if var else 0.0
+
+
+def soak(minutes: float, rps: float, fault_every_s: float) -> None:
+    """T26: steady traffic with a T6 / T11 / T14 fault every `fault_every_s`; memory slope, stuck tickets, backlog."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    print(f"commit {commit.strip()}  soak {minutes:g} min at {rps:g} rps, a fault every {fault_every_s:g} s")
+    began = time.monotonic()
+    faults: list[str] = []
+    rss: dict[str, list[tuple[float, float]]] = {"api": [], "worker": []}
+    cycle = [
+        lambda st: _kill_pool_child(st),
+        lambda st: _redis_restart(st, 8.0),
+        lambda st: _postgres_down(st, 8.0),
+    ]
+    with Stack(env=ENV) as st:
+        api = st.api()
+        st.worker()
+        st.sweeper()
+        sender = Sender(st.url, rps)
+        sender.start()
+        end = began + minutes * 60
+        next_fault = began + fault_every_s
+        warm_until = began + min(120.0, minutes * 60 / 5)  # allocator and caches settle before the slope counts
+        try:
+            while time.monotonic() < end:
+                now = time.monotonic()
+                if now >= warm_until:
+                    rss["api"].append((now - began, _tree_rss_mib(api.pid)))
+                    rss["worker"].append((now - began, _tree_rss_mib(st.workers[-1].pid)))
+                if now >= next_fault:
+                    desc = cycle[len(faults) % len(cycle)](st)
+                    print(f"  {now - began:5.0f} s  {desc}", flush=True)
+                    faults.append(desc)
+                    next_fault += fault_every_s
+                time.sleep(5.0)
+        finally:
+            sender.stop()
+        print(f"  traffic stopped after {time.monotonic() - began:.0f} s; draining ...", flush=True)
+        issues = [jira_issue_id(n) for n in sender.accepted]
+        drained = wait_until(
+            lambda: all(c >= 1 for c in comment_counts(st.jira, issues).values()), timeout_s=300, interval_s=2.0
+        )
+        assert st.ledger is not None
+        stuck = int(
+            st.ledger.scalar("SELECT count(*) FROM inbound_event WHERE status IN ('received', 'queued', 'processing')")
+            or 0
+        )
+        backlog = int(st.ledger.scalar("SELECT count(*) FROM delivery WHERE status NOT IN ('sent', 'dead')") or 0)
+        lost, duplicated = lost_and_duplicated(comment_counts(st.jira, issues))
+    print()
+    print("faults injected:")
+    for desc, times in Counter(faults).items():
+        print(f"  {desc}  x{times}")
+    acked = len(sender.accepted)
+    print(f"tickets sent / acknowledged:        {sender.sent} / {acked}  (gave up {len(sender.gave_up)})")
+    for name, samples in rss.items():
+        if samples:
+            first, last = samples[0][1], samples[-1][1]
+            print(
+                f"{name + ' RSS (MiB):':35} {first:.1f} -> {last:.1f} ({(last - first) / first * 100:+.1f} %), "
+                f"slope {_slope_per_hour(samples):+.1f} MiB/h over {len(samples)} samples"
+            )
+    print(f"drained within 300 s:               {drained}")
+    print(f"stuck events after the drain:       {stuck}")
+    print(f"deliveries still pending:           {backlog}")
+    print(f"wall time:                          {time.monotonic() - began:.0f} s")
+    print()
+    print(f"lost: {lost}")
+    print(f"duplicated: {duplicated}")
+
+
 def main() -> None:
     """Run the scenario and print the report."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="long counts (T6 x50, T7 x20, 60 s outages)")
     parser.add_argument("--rps", type=float, default=10.0, help="steady webhook rate during the faults")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--soak", type=float, default=0.0, metavar="MINUTES", help="T26 soak for MINUTES instead")
+    parser.add_argument("--fault-every", type=float, default=300.0, metavar="S", help="soak: seconds between faults")
     args = parser.parse_args()
+    if args.soak:
+        soak(args.soak, args.rps, args.fault_every)
+        return
     rng = random.Random(args.seed)
     full = args.full
     t6_kills, t7_kills = (50, 20) if full else (6, 2)
