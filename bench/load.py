@@ -1,6 +1,7 @@
 """Sustained signed-webhook load against the real API process while workers are busy (RELIABILITY T1).
 
-    python bench/load.py                 # 10 s saturation probe + 60 s at half of it
+    python bench/load.py                 # per API process count (1, then 2): 10 s saturation probe, 60 s at
+                                         # half of it, a 2,000-in-10-s burst; then one table side by side
     python bench/load.py --full          # 5 minutes at half of saturation (the T1 row)
     python bench/load.py --rate 50       # a fixed rate instead of half of the measured saturation
 
@@ -133,25 +134,11 @@ def burst_phase(st: Stack, port: int, count: int, conns: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    """Saturation probe, then a sustained open-loop phase at half of it; print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="sustain for 300 s (the T1 row)")
-    parser.add_argument("--seconds", type=float, default=None, help="sustained phase length (default 60, --full 300)")
-    parser.add_argument("--rate", type=float, default=None, help="fixed rate instead of half of saturation")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes kept busy during the load")
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--api-processes", type=int, default=1, help="ITSM_API__PROCESSES of the API")
-    parser.add_argument("--burst", type=int, default=2000, help="T2: deliveries sent within 10 s (0 = skip)")
-    args = parser.parse_args()
-    seconds = args.seconds or (300.0 if args.full else 60.0)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    print(
-        f"commit {commit.strip()}  cores {os.cpu_count()}  API processes {args.api_processes}  "
-        f"workers {args.workers} (fake model, 50 ms per batch)"
-    )
+def measure(args: argparse.Namespace, processes: int, seconds: float) -> dict[str, Any]:
+    """One fresh stack with `processes` API processes: saturation, sustained half-saturation load, burst."""
+    print(f"--- API processes {processes}")
     with Stack(env=WORKER_ENV) as st:
-        api = st.api(ITSM_API__PROCESSES=str(args.api_processes))
+        api = st.api(ITSM_API__PROCESSES=str(processes))
         for _ in range(args.workers):
             st.worker()
         sat = run_phase("closed", api.port, 1_000_000, seconds=10.0, conns=args.connections)
@@ -171,26 +158,67 @@ def main() -> None:
     acked = sum(n for code, n in res.statuses.items() if 200 <= code < 300)
     growth = (rss1 - rss0) / rss0 * 100 if rss0 else 0.0
     print(res.line(f"sustained {rate:.0f} req/s {seconds:.0f} s"))
-    print()
-    print(f"saturation:          {sat.rps:.0f} req/s (closed loop, {args.connections} connections)")
-    print(f"sustained rate:      {res.rps:.1f} req/s offered {rate:.1f} for {seconds:.0f} s ({res.count} requests)")
     print(
-        f"ack latency:         p50 {res.pct(50):.1f} ms  p95 {res.pct(95):.1f} ms  p99 {res.pct(99):.1f} ms  "
-        f"max {max(res.latencies) * 1000 if res.latencies else 0:.1f} ms"
+        f"  ack latency p50 {res.pct(50):.1f} ms  p95 {res.pct(95):.1f} ms  p99 {res.pct(99):.1f} ms  "
+        f"max {max(res.latencies) * 1000 if res.latencies else 0:.1f} ms; statuses {dict(sorted(res.statuses.items()))}"
     )
-    print(f"errors:              non-2xx {res.non_2xx}  statuses {dict(sorted(res.statuses.items()))}")
-    print(f"API CPU:             {(cpu1 - cpu0) / wall * 100:.0f} % of one core")
-    print(f"API RSS:             {rss0 / 1024:.1f} MiB -> {rss1 / 1024:.1f} MiB  growth {growth:+.1f} %")
-    print(f"stored vs acked:     {stored} / {acked}  lost {max(0, acked - stored)}")
-    print(f"events by status:    {dict(backlog)} (received/queued = backlog behind the busy workers)")
-    ok = res.pct(99) <= 50 and res.non_2xx == 0 and growth < 10 and stored >= acked
-    print(f"goal (p99 <= 50 ms, 0 non-2xx, RSS growth < 10 %, 0 lost): {'met' if ok else 'NOT met'}")
+    print(f"  API CPU {(cpu1 - cpu0) / wall * 100:.0f} % of one core; RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB")
+    print(f"  stored vs acked {stored} / {acked}; events by status {dict(backlog)}")
     if burst is not None:
-        print()
-        print(f"burst (T2):          {burst['line']}")
-        print(f"  max ack latency    {burst['max_ms']:.0f} ms (target < 2000 ms)")
-        print(f"  backlog drained in {burst['drain_s']:.0f} s  (stored {burst['stored']} / acked {burst['acked']})")
-        print(f"  API peak RSS       {burst['peak_rss_mib']:.1f} MiB")
+        print(
+            f"  burst (T2): {burst['line']}; drained in {burst['drain_s']:.0f} s; "
+            f"peak RSS {burst['peak_rss_mib']:.1f} MiB"
+        )
+    return {
+        "processes": processes,
+        "saturation": sat.rps,
+        "rate": res.rps,
+        "p50": res.pct(50),
+        "p99": res.pct(99),
+        "non_2xx": res.non_2xx,
+        "growth": growth,
+        "lost": max(0, acked - stored),
+        "burst_max_ms": burst["max_ms"] if burst else None,
+        "burst_lost": (burst["acked"] - burst["stored"]) if burst else 0,
+    }
+
+
+def main() -> None:
+    """Per API process count: saturation probe, sustained load at half of it, burst; then one comparison table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="sustain for 300 s (the T1 row)")
+    parser.add_argument("--seconds", type=float, default=None, help="sustained phase length (default 60, --full 300)")
+    parser.add_argument("--rate", type=float, default=None, help="fixed rate instead of half of saturation")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes kept busy during the load")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--api-processes", default="1,2", help="ITSM_API__PROCESSES values measured back to back (e.g. 1,2)"
+    )
+    parser.add_argument("--burst", type=int, default=2000, help="T2: deliveries sent within 10 s (0 = skip)")
+    args = parser.parse_args()
+    seconds = args.seconds or (300.0 if args.full else 60.0)
+    counts = [int(n) for n in str(args.api_processes).split(",") if n.strip()]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    print(f"commit {commit.strip()}  cores {os.cpu_count()}  workers {args.workers} (fake model, 50 ms per batch)")
+    rows = [measure(args, n, seconds) for n in counts]
+    print()
+    print(
+        "API procs | saturation req/s | sustained req/s | p50 ms | p99 ms | non-2xx | RSS growth | lost "
+        "| burst max ack ms"
+    )
+    for r in rows:
+        burst = f"{r['burst_max_ms']:.0f}" if r["burst_max_ms"] is not None else "-"
+        print(
+            f"{r['processes']:9} | {r['saturation']:16.0f} | {r['rate']:15.1f} | {r['p50']:6.1f} | {r['p99']:6.1f} | "
+            f"{r['non_2xx']:7} | {r['growth']:+9.1f}% | {r['lost'] + r['burst_lost']:4} | {burst}"
+        )
+    base = rows[0]
+    for r in rows[1:]:
+        print(
+            f"{r['processes']} vs {base['processes']} API processes, same run: saturation x"
+            f"{r['saturation'] / base['saturation']:.2f}, p99 x{r['p99'] / base['p99']:.2f}"
+        )
+    print("goals: p99 <= 50 ms at half of saturation, 0 non-2xx, RSS growth < 10 %, 0 lost; burst max ack < 2000 ms")
 
 
 if __name__ == "__main__":
