@@ -231,11 +231,17 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=48)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-dtypes", action="store_true")
+    ap.add_argument("--only-dtypes", action="store_true", help="run only part 4 (fp32 / bf16 / int8)")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args()
     if args.quick:
         args.n, args.new_tokens = min(args.n, 32), min(args.new_tokens, 24)
     res: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
+    if args.only_dtypes:
+        res["dtypes"] = dtype_table(args, {})
+        if args.out:
+            Path(args.out).write_text(json.dumps(res, indent=2, default=str) + "\n")
+        return
     m = load(args, args.dtype)
     res["device"], res["dtype"] = m["device"], str(m["dtype"])
     bs = 16
@@ -295,7 +301,10 @@ def dtype_table(args: argparse.Namespace, m_ref: dict[str, Any]) -> dict[str, An
     for name in ("float32", "bfloat16", "int8"):
         m = load(args, "float32" if name == "int8" else name)
         if name == "int8":
-            m["lm"] = torch.ao.quantization.quantize_dynamic(m["lm"], {torch.nn.Linear}, dtype=torch.qint8)
+            # Dynamic quantisation replaces nn.Linear modules; peft's LoRA layers wrap them, so fold the adapter
+            # into the base weights first (what an int8 deployment would ship).
+            lm = m["lm"].merge_and_unload() if hasattr(m["lm"], "merge_and_unload") else m["lm"]
+            m["lm"] = torch.ao.quantization.quantize_dynamic(lm, {torch.nn.Linear}, dtype=torch.qint8)
         t = timeit(lambda m=m: classify({**m, "ids": m["ids"][:16], "mask": m["mask"][:16]}, 16), "cpu", 2)
         tr = m["triager"]
         probs = tr.classify_texts(m["texts"]) if name != "int8" else None
