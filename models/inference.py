@@ -68,6 +68,14 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def draft_language_flag(ticket_language: str | None, reply: str | None) -> str | None:
+    """`draft_language_mismatch` when a draft is detectably not in the ticket's language (shown to the agent)."""
+    if not reply or not ticket_language:
+        return None
+    got = lang.detect(reply)
+    return "draft_language_mismatch" if got is not None and got != ticket_language else None
+
+
 def derive_matrix(probs: dict[str, dict[str, float]], spec: dict[str, Any]) -> dict[str, float]:
     """Distribution of a derived field (e.g. priority = matrix[impact][urgency]) from its sources."""
     a, b = spec["from"]
@@ -243,6 +251,10 @@ class Triager:
                     replies[i] = r
         preds = []
         for i, t in enumerate(tickets):
+            flags = list(prepared[i][2])
+            mismatch = draft_language_flag(languages[i], replies[i])
+            if mismatch:
+                flags.append(mismatch)
             labels: dict[str, LabelScore] = {}
             dists: dict[str, dict[str, float]] = {}
             for f, names in self._fields.items():
@@ -261,7 +273,7 @@ class Triager:
                     reply=replies[i],
                     language=languages[i],
                     truncated=prepared[i][1],
-                    flags=list(prepared[i][2]),
+                    flags=flags,
                     timings={"classify_s": t_cls, "draft_s": t_draft if replies[i] else 0.0},
                 )
             )

@@ -69,3 +69,15 @@ def test_lexical_model_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-
     a, b = m.logprobs(texts), m2.logprobs(texts)
     for f in labels:
         assert np.abs(a[f] - b[f]).max() < 1e-5
+
+
+def test_a_draft_in_another_language_is_flagged_for_the_agent() -> None:
+    from models.inference import draft_language_flag
+
+    german = "Sehr geehrte Damen und Herren, vielen Dank für Ihre Nachricht. Wir prüfen das Problem mit dem Drucker."
+    english = "Hello, thank you for your message. We are looking into the problem with the printer and will reply soon."
+    assert draft_language_flag("de", german) is None
+    assert draft_language_flag("de", english) == "draft_language_mismatch"
+    assert draft_language_flag(None, english) is None  # ticket language unknown: no verdict
+    assert draft_language_flag("en", None) is None
+    assert draft_language_flag("en", "") is None
