@@ -31,11 +31,15 @@ def running_service(tmp_path: Path, fake_jira: FakeJira) -> Iterator[str]:
         "ITSM_MODEL__BACKEND": "fake",  # the plumbing under test; the real model has its own slow tests
         "ITSM_WORKER__SWEEP_INTERVAL_S": "2",
     }
+    # Output goes to a file, not a pipe: nobody reads a pipe while the test runs, and once its 64 KiB buffer is
+    # full (the API, the worker and beat all log to it) every process blocks on its next log line.
+    log_path = tmp_path / "run.log"
+    log_file = log_path.open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "run", "--port", str(port)],
         cwd=tmp_path,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -49,7 +53,7 @@ def running_service(tmp_path: Path, fake_jira: FakeJira) -> Iterator[str]:
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                output = log_path.read_text(errors="replace")
                 raise RuntimeError(f"itsm-triage run did not come up:\n{output[-3000:]}")
             time.sleep(0.3)
         yield url
@@ -60,9 +64,12 @@ def running_service(tmp_path: Path, fake_jira: FakeJira) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+        log_file.close()
 
 
-def test_run_turns_the_fixture_webhook_into_one_internal_comment(running_service: str, fake_jira: FakeJira) -> None:
+def test_run_turns_the_fixture_webhook_into_one_internal_comment(
+    running_service: str, fake_jira: FakeJira, tmp_path: Path
+) -> None:
     body, headers = fixture_bytes("jira_issue_created.json"), fixture_headers("jira_issue_created.headers.json")
     response = httpx.post(f"{running_service}/webhooks/jira", content=body, headers=headers, timeout=10)
     assert response.status_code == 202, response.text
@@ -74,7 +81,7 @@ def test_run_turns_the_fixture_webhook_into_one_internal_comment(running_service
     while not issue.internal_comments() and time.monotonic() < deadline:
         time.sleep(0.5)
     time.sleep(3)  # give a (wrong) second write the chance to show up before counting
-    assert len(issue.internal_comments()) == 1
+    assert len(issue.internal_comments()) == 1, (tmp_path / "run.log").read_text(errors="replace")[-4000:]
     assert issue.public_comments() == []  # nothing reaches the customer before an agent approves
     assert "Suggested" in issue.internal_comments()[0].plain or "suggest" in issue.internal_comments()[0].plain.lower()
     # Default policy is "suggest" for every field: nothing is written to the ticket's fields.

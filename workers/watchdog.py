@@ -101,6 +101,11 @@ def _connection_error(errors: Sequence[type[BaseException]], message: str) -> Ba
         return exc_type(message, None, RuntimeError(message))  # type: ignore[call-arg]
 
 
+# Only Redis shows the wedge. Polling transports such as the embedded SQLite broker re-read their queues on every
+# poll, and probing one from a second connection only adds writers (kombu creates its tables and queue rows on connect).
+WATCHED_DRIVERS = frozenset({"redis"})
+
+
 class ConsumerWatchdog(bootsteps.StartStopStep):
     """Consumer bootstep: every check, restart the consumer (via a connection error) when it has stalled."""
 
@@ -114,7 +119,7 @@ class ConsumerWatchdog(bootsteps.StartStopStep):
 
     def start(self, c: Any) -> None:
         """Start probing this consumer's queues and checking on the event loop's timer."""
-        if self.stall_s <= 0:
+        if self.stall_s <= 0 or c.connection.transport.driver_type not in WATCHED_DRIVERS:
             return
         interval = max(1.0, min(10.0, self.stall_s / 4))
         queues = [q.name for q in c.task_consumer.queues]

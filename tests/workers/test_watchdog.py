@@ -84,3 +84,12 @@ def test_queue_depth_counts_waiting_messages_on_a_fresh_connection(kind: str, tm
     assert queue_depth(app, ["triage", "deliver"]) == 4
     if kind == "redis":
         redis.Redis.from_url(url).flushdb()
+
+
+def test_only_redis_brokers_are_watched() -> None:
+    from kombu import Connection
+
+    from workers.watchdog import WATCHED_DRIVERS
+
+    assert Connection("redis://127.0.0.1:6379/0").transport.driver_type in WATCHED_DRIVERS
+    assert Connection("sqla+sqlite:////tmp/never-opened.db").transport.driver_type not in WATCHED_DRIVERS
