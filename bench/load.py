@@ -28,7 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.reliability.harness import Stack, jira_ticket  # noqa: E402
+from tests.reliability.harness import Stack, jira_ticket, tree_stat  # noqa: E402
 
 WORKER_ENV = {
     "ITSM_MODEL__FAKE_LATENCY_MS": "50",
@@ -73,34 +73,6 @@ def run_phase(kind: str, port: int, base: int, *, seconds: float, rate: float = 
     return Result(latencies=data["latencies"], statuses=data["statuses"], elapsed=data["elapsed"])
 
 
-def _proc_stat(pid: int) -> tuple[float, int]:
-    """(CPU seconds, RSS KiB) of a process and its children (the API's uvicorn processes) from /proc."""
-    cpu, rss = _one_stat(pid)
-    try:
-        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        children = []
-    for child in children:
-        try:
-            c, r = _one_stat(child)
-        except OSError:  # exited between the two reads
-            continue
-        cpu, rss = cpu + c, rss + r
-    return cpu, rss
-
-
-def _one_stat(pid: int) -> tuple[float, int]:
-    """(CPU seconds, RSS KiB) of one process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    rss = next(
-        int(line.split()[1])
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-        if line.startswith("VmRSS:")
-    )
-    return cpu, rss
-
-
 def burst_phase(st: Stack, port: int, count: int, conns: int) -> dict[str, Any]:
     """T2: `count` deliveries within 10 s, then wait for the backlog to drain (bounded at 15 minutes)."""
     import threading
@@ -111,7 +83,7 @@ def burst_phase(st: Stack, port: int, count: int, conns: int) -> dict[str, Any]:
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], _proc_stat(st.apis[0].pid)[1])
+            peak[0] = max(peak[0], tree_stat(st.apis[0].pid)[1])
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -146,10 +118,10 @@ def measure(args: argparse.Namespace, processes: int, seconds: float) -> dict[st
         rate = args.rate or max(1.0, sat.rps / 2)
         warm = run_phase("open", api.port, 2_000_000, seconds=5.0, rate=rate, conns=args.connections)
         print(warm.line(f"warm-up {rate:.0f} req/s"))
-        cpu0, rss0 = _proc_stat(api.pid)
+        cpu0, rss0 = tree_stat(api.pid)
         t0 = time.monotonic()
         res = run_phase("open", api.port, 3_000_000, seconds=seconds, rate=rate, conns=args.connections)
-        cpu1, rss1 = _proc_stat(api.pid)
+        cpu1, rss1 = tree_stat(api.pid)
         wall = time.monotonic() - t0
         assert st.ledger is not None
         stored = int(st.ledger.scalar("SELECT count(*) FROM inbound_event WHERE delivery_id LIKE 'load-3%'") or 0)

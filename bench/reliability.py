@@ -39,6 +39,7 @@ from tests.reliability.harness import (  # noqa: E402
     jira_ticket,
     lost_and_duplicated,
     post,
+    tree_stat,
     wait_until,
 )
 
@@ -163,23 +164,22 @@ def _jira_faults(st: Stack, k: int) -> str:
     return f"T16-T18 Jira: {k}x 429 Retry-After 2, {k}x 503, {k}x lost response after write, {k}x timeout after write"
 
 
+def _drain(st: Stack, sender: Sender, began: float, *, interval_s: float) -> tuple[list[str], bool]:
+    """After the traffic stopped: the acknowledged tickets' issue ids, and whether each got a write-back in 300 s."""
+    print(f"  traffic stopped after {time.monotonic() - began:.0f} s; draining ...", flush=True)
+    issues = [jira_issue_id(n) for n in sender.accepted]
+    drained = wait_until(
+        lambda: all(c >= 1 for c in comment_counts(st.jira, issues).values()), timeout_s=300, interval_s=interval_s
+    )
+    return issues, drained
+
+
 def _tree_rss_mib(pid: int) -> float:
-    """RSS of a process and its children (MiB), from /proc; 0 for a process that is gone."""
-    total = 0
-    pids = [pid]
+    """RSS of a process and its descendants (MiB); 0 for a process that is gone."""
     try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
+        return tree_stat(pid)[1] / 1024
     except OSError:
         return 0.0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
 
 
 def _slope_per_hour(samples: list[tuple[float, float]]) -> float:
@@ -229,11 +229,7 @@ def soak(minutes: float, rps: float, fault_every_s: float) -> None:
                 time.sleep(5.0)
         finally:
             sender.stop()
-        print(f"  traffic stopped after {time.monotonic() - began:.0f} s; draining ...", flush=True)
-        issues = [jira_issue_id(n) for n in sender.accepted]
-        drained = wait_until(
-            lambda: all(c >= 1 for c in comment_counts(st.jira, issues).values()), timeout_s=300, interval_s=2.0
-        )
+        issues, drained = _drain(st, sender, began, interval_s=2.0)
         assert st.ledger is not None
         stuck = int(
             st.ledger.scalar("SELECT count(*) FROM inbound_event WHERE status IN ('received', 'queued', 'processing')")
@@ -308,11 +304,7 @@ def main() -> None:
             time.sleep(5)
         finally:
             sender.stop()
-        print(f"  traffic stopped after {time.monotonic() - began:.0f} s; draining ...", flush=True)
-        issues = [jira_issue_id(n) for n in sender.accepted]
-        drained = wait_until(
-            lambda: all(c >= 1 for c in comment_counts(st.jira, issues).values()), timeout_s=300, interval_s=1.0
-        )
+        issues, drained = _drain(st, sender, began, interval_s=1.0)
         time.sleep(3)  # a straggling duplicate would land now
         assert st.ledger is not None
         snap = st.ledger.snapshot()

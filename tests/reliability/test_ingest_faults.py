@@ -22,19 +22,12 @@ from tests.reliability.harness import (
     jira_issue_id,
     jira_ticket,
     post,
+    proc_stat,
     servicenow_ticket,
     wait_until,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
-
-
-def _rss_kib(pid: int) -> int:
-    """Resident set size of a process from /proc."""
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def test_t3_duplicate_deliveries_create_one_ticket_one_triage_one_comment(stack: Stack) -> None:
@@ -194,7 +187,7 @@ def test_t21_replays_and_skewed_timestamps_are_refused(stack: Stack) -> None:
 def test_t22_oversized_bodies_get_413_without_buffering(stack: Stack) -> None:
     """1 MiB + 1 B and 25 MB: 413; the API's RSS grows by less than 20 MB."""
     api = stack.apis[0]
-    rss_before = _rss_kib(api.pid)
+    rss_before = proc_stat(api.pid)[1]
     with httpx.Client() as client:
         body = b"x" * (1024 * 1024 + 1)
         r = client.post(
@@ -211,7 +204,7 @@ def test_t22_oversized_bodies_get_413_without_buffering(stack: Stack) -> None:
             assert r.status_code == 413
         except httpx.TransportError:
             pass  # the server may close the connection after answering 413 mid-upload
-    growth_mib = (_rss_kib(api.pid) - rss_before) / 1024
+    growth_mib = (proc_stat(api.pid)[1] - rss_before) / 1024
     print(f"T22 API RSS growth after oversized bodies: {growth_mib:.1f} MiB")
     assert growth_mib < 20
 

@@ -13,7 +13,7 @@ from tests.reliability.harness.ledger import (
     wait_until,
 )
 from tests.reliability.harness.proxy import FaultProxy, Faults
-from tests.reliability.harness.servers import PostgresServer, RedisServer, free_port, wait_port
+from tests.reliability.harness.servers import PostgresServer, RedisServer, free_port, proc_stat, tree_stat, wait_port
 from tests.reliability.harness.service import (
     BOT_ACCOUNT_ID,
     JIRA_SECRET,
@@ -46,9 +46,11 @@ __all__ = [
     "lost_and_duplicated",
     "make_workdir",
     "post",
+    "proc_stat",
     "send_paced",
     "service_env",
     "servicenow_ticket",
+    "tree_stat",
     "wait_port",
     "wait_until",
 ]

@@ -244,6 +244,28 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def proc_stat(pid: int) -> tuple[float, int]:
+    """(CPU seconds, RSS KiB) of one process, from /proc (raises OSError when it is gone)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    rss = next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
+    return cpu, rss
+
+
+def tree_stat(pid: int) -> tuple[float, int]:
+    """(CPU seconds, RSS KiB) of a process and its descendants (uvicorn or Celery pool processes); a process
+    that exits between the reads is left out, the root's absence raises OSError."""
+    cpu, rss = proc_stat(pid)
+    for child in descendants(pid):
+        try:
+            c, r = proc_stat(child)
+        except OSError:
+            continue
+        cpu, rss = cpu + c, rss + r
+    return cpu, rss
+
+
 def descendants(pid: int) -> list[int]:
     """All descendants of a process, depth first."""
     out: list[int] = []
