@@ -49,7 +49,7 @@ def make_celery(settings: Settings, *, name: str = "itsm") -> Celery:
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,
-        # A broker outage must not stall the webhook ack: fail fast, the sweeper enqueues later.
+        # A broker outage must not stall the webhook ack: fail fast; the relay retries after a cool-down.
         task_publish_retry=True,
         task_publish_retry_policy={
             "max_retries": 1,

@@ -46,7 +46,7 @@ class ApiMetrics:
         )
         self.enqueue_failures = Counter(
             "itsm_enqueue_failures_total",
-            "Publishes that failed (the sweeper enqueues those events later)",
+            "Publishes that failed (the relay retries after a cool-down; the sweeper is the backstop)",
             registry=self.registry,
         )
         self.database_up = Gauge(

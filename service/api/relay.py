@@ -1,9 +1,11 @@
 """The enqueue relay: publishes committed events to the broker off the request path.
 
 A webhook is acknowledged once its event row is committed (status `received`). This thread publishes the
-triage task by name and then marks the rows `queued`, in batches. When the broker is down the rows simply
-stay `received` and the sweeper enqueues them later, so a broker outage never slows or fails an ack. If the
-process dies with ids still in memory, those rows are `received` too: nothing is lost.
+triage task by name and then marks the rows `queued`, in batches. When a publish fails the relay pauses for a
+cool-down and then retries what it holds, so a broker blip delays those events by seconds, not until the next
+sweep; a broker outage never slows or fails an ack. If the process dies with ids still in memory, or more
+than `_BACKLOG_MAX` pile up during an outage, those rows stay `received` and the sweeper enqueues them: nothing
+is lost.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ _BATCH = 200
 # Wait this long after the first id for more: under load one publish round and one UPDATE then serve many acks
 # (the UPDATE per id was a sixth of the API's CPU); at low rates it only delays the enqueue by 20 ms.
 _LINGER_S = 0.02
+
+# Ids held for a retry while the broker is down; past this the oldest are left to the sweeper (memory bound).
+_BACKLOG_MAX = 100_000
 
 _EVENTS = InboundEvent.__table__  # type: ignore[attr-defined]
 # Core, built once (the ORM bulk update compiled a new statement each time): received -> queued, conditional,
@@ -78,47 +83,63 @@ class EnqueueRelay:
             log.warning("relay_queue_full", event_id=event_id)
 
     def _run(self) -> None:
+        pending: list[int] = []  # submitted, not yet published (a batch, or a backlog after a failed publish)
         while True:
+            stop = self._gather(pending)
+            while pending and self.healthy:  # in batches: one UPDATE's id list stays bounded
+                pending = self._publish(pending[:_BATCH]) + pending[_BATCH:]
+            if len(pending) > _BACKLOG_MAX:
+                log.warning("relay_backlog_full", left_to_sweeper=len(pending) - _BACKLOG_MAX)
+                del pending[: len(pending) - _BACKLOG_MAX]
+            if stop:
+                return  # anything still pending stays `received`: the sweeper enqueues it
+
+    def _gather(self, pending: list[int]) -> bool:
+        """Add submitted ids to `pending`; True when stop was requested.
+
+        Idle: block for the first id, then linger for more (up to a batch). Holding a backlog: collect until
+        the cool-down ends, so the retry comes by itself and not only with the next webhook.
+        """
+        if pending:
+            deadline = max(self._open_until, time.monotonic())
+        else:
             first = self._ids.get()
             if first is None:
-                return
-            batch = [first]
-            stop = False
+                return True
+            pending.append(first)
             deadline = time.monotonic() + _LINGER_S
-            while len(batch) < _BATCH:
-                try:
-                    item = self._ids.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._publish(batch)
-            if stop:
-                return
+        while len(pending) < _BATCH or not self.healthy:
+            try:
+                item = self._ids.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return False
+            if item is None:
+                return True
+            pending.append(item)
+        return False
 
-    def _publish(self, batch: list[int]) -> None:
-        """Publish each id; mark the published ones `queued` in one UPDATE."""
-        published: list[int] = []
-        if not self.healthy:
-            return  # stays `received`: the sweeper enqueues it when the broker is back
+    def _publish(self, batch: list[int]) -> list[int]:
+        """Publish each id and mark the published ones `queued` in one UPDATE; returns the ids not published."""
+        published = 0
         try:
             # One producer (and broker connection) for the whole batch: acquiring one per message cost as much
             # as the publish itself.
             with self._celery.producer_or_acquire() as producer:
                 for event_id in batch:
                     enqueue(self._celery, TRIAGE_EVENT_TASK, event_id, producer=producer)
-                    published.append(event_id)
+                    published += 1
         except Exception as exc:  # noqa: BLE001  (kombu raises many types: OperationalError, OSError, ...)
             self._open_until = time.monotonic() + self._cooldown_s
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             self._metrics.broker_up.set(0)
             self._metrics.enqueue_failures.inc()
-            log.warning("enqueue_failed", pending=len(batch) - len(published), error=self.last_error)
+            log.warning(
+                "enqueue_failed", pending=len(batch) - published, retry_in_s=self._cooldown_s, error=self.last_error
+            )
         if published:
             self._metrics.broker_up.set(1)
-            self._mark_queued(published)
+            self._mark_queued(batch[:published])
+        return batch[published:]
 
     def _mark_queued(self, ids: list[int]) -> None:
         """received -> queued (conditional: a worker may already have claimed the row)."""

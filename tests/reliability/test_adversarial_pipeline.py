@@ -74,7 +74,13 @@ def _run(st: Stack, rows: list[dict[str, Any]], base: int, *, timeout_s: float) 
         )
         return int(done or 0) == len(ids)
 
-    assert wait_until(settled, timeout_s=timeout_s, interval_s=0.5), st.logs()
+    if not wait_until(settled, timeout_s=timeout_s, interval_s=0.5):
+        unsettled = st.ledger.rows(
+            "SELECT e.id, e.status, e.attempts, e.lease_until, t.external_id, d.status FROM inbound_event e"
+            " LEFT JOIN ticket t ON t.id = e.ticket_id LEFT JOIN delivery d ON d.ticket_id = t.id"
+            " WHERE (d.status IS NULL OR d.status NOT IN ('sent', 'dead')) ORDER BY e.id",
+        )
+        pytest.fail(f"not settled after {timeout_s} s: {unsettled}\n{st.logs()}")
     dead = st.ledger.rows(
         "SELECT t.external_id, d.last_error FROM ticket t JOIN delivery d ON d.ticket_id = t.id"
         " WHERE t.external_id = ANY(:ids) AND d.status <> 'sent'",
