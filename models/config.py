@@ -21,6 +21,10 @@ class ModelConfig:
     max_new_tokens: int = 160
     max_input_chars: int = 8000
     threads: int | None = None  # torch intra-op threads on CPU; None = physical cores available to us
+    # "retrieve": the adapter's past reply to a similar ticket when one exists, else an LLM draft;
+    # "generate": always an LLM draft, shown that past reply as an example (see models/reply_memory.py).
+    reply_mode: str = "retrieve"
+    reply_min_similarity: float = 0.15  # TF-IDF cosine; below it a past reply scored no better than a draft
 
 
 @dataclass
@@ -46,6 +50,7 @@ class TrainConfig:
     max_steps: int = -1
     time_budget_min: float = 40.0
     max_train_rows: int | None = 3000  # LLM rows (the lexical partner always sees all training rows)
+    reply_memory: bool = True  # keep the training replies in the adapter for retrieval (models/reply_memory.py)
     seed: int = 13
     # impact x urgency -> priority (ServiceNow style); used only when those columns are present
     priority_matrix: dict[str, dict[str, str]] | None = None

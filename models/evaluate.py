@@ -156,8 +156,14 @@ def _reply_metrics(
     refs = [test_t[i].reply or "" for i in pick]
     langs = [lang.detect(tx) for tx in sub_texts]
     t0 = time.time()
-    drafts = triager.draft_replies(sub_texts, langs)
+    suggested = triager.suggest_replies(sub_texts, langs)
     gen_s = time.time() - t0
+    drafts = [r for r, _ in suggested]
+    llm_drafts = (
+        drafts
+        if all(source == "model" for _, source in suggested) and triager.cfg.reply_mode != "generate"
+        else triager.draft_replies(sub_texts, langs)
+    )
     retrieved = retrieval_replies(pool, sub_texts, mcfg.max_input_chars)
 
     def summary(hyps: Sequence[str]) -> dict[str, Any]:
@@ -175,6 +181,9 @@ def _reply_metrics(
     return {
         "n": len(pick),
         "model": summary(drafts),
+        "reply_mode": triager.cfg.reply_mode,
+        "from_history": float(np.mean([source != "model" for _, source in suggested])),
+        "llm_draft": summary(llm_drafts),
         "retrieval_baseline": summary(retrieved),
         "reference_mean_chars": float(np.mean([len(r) for r in refs])),
         "draft_seconds_per_ticket": gen_s / len(pick),
@@ -197,7 +206,8 @@ def _print(r: dict[str, Any], log_fn: Any) -> None:
             )
     rep = r.get("replies")
     if rep and rep.get("n"):
-        for k in ("model", "retrieval_baseline"):
+        log_fn(f"replies: mode {rep['reply_mode']}, {rep['from_history']:.0%} from the reply memory")
+        for k in ("model", "llm_draft", "retrieval_baseline"):
             m = rep[k]
             log_fn(
                 f"replies {k:<20} chrF {m['chrf']:.1f} language match {m['language_match']:.3f} "

@@ -16,6 +16,7 @@ from models import language as lang
 from models import prompts
 from models.calibration import combine, log_softmax
 from models.config import ModelConfig
+from models.reply_memory import ReplyMemory
 
 GREETINGS = {
     "en": "Dear customer,",
@@ -41,6 +42,7 @@ GREETINGS = {
     "ko": "안녕하세요,",
 }
 REPLY_INPUT_TOKENS = 320
+EXAMPLE_TOKENS = 200  # of a past reply shown as an example
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Prediction:
     truncated: bool = False
     flags: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    reply_source: str | None = None  # "model", or "history:<id>" for a past reply from the reply memory
 
 
 def draft_language_flag(ticket_language: str | None, reply: str | None) -> str | None:
@@ -103,6 +106,7 @@ class Triager:
         device: str,
         model_version: str,
         adapter_version: str | None,
+        memory: ReplyMemory | None = None,
     ) -> None:
         from models.backbone import ClassifyTokenizer
 
@@ -111,6 +115,7 @@ class Triager:
         self.device = device
         self.model_version = model_version
         self.adapter_version = adapter_version
+        self.memory = memory
         self.ctok = ClassifyTokenizer(tok, int(meta.get("max_tokens", 96)))
         self.specials = self.ctok.specials
         self._fields: dict[str, list[str]] = dict(meta["fields"])
@@ -148,7 +153,8 @@ class Triager:
         heads.to(device).eval()
         lexical = LexicalModel.load(d) if (d / "lexical.json").exists() else None
         h = hashlib.sha256((d / adapter_io.HEADS).read_bytes()).hexdigest()[:12]
-        return cls(cfg, lm, tok, heads, lexical, meta, device, model_version, f"{d.name}@{h}")
+        memory = ReplyMemory.load(d)
+        return cls(cfg, lm, tok, heads, lexical, meta, device, model_version, f"{d.name}@{h}", memory)
 
     # ---------------------------------------------------------------- classification
     def classify_components(self, texts: Sequence[str]) -> dict[str, tuple[Any, Any, float, float, float]]:
@@ -177,18 +183,46 @@ class Triager:
         return {f: combine(lp, lx, a, b) for f, (lp, lx, a, b, _) in self.classify_components(texts).items()}
 
     # ---------------------------------------------------------------- replies
-    def draft_replies(self, texts: Sequence[str], languages: Sequence[str | None]) -> list[str]:
+    def suggest_replies(self, texts: Sequence[str], languages: Sequence[str | None]) -> list[tuple[str, str]]:
+        """(reply, source) per ticket as `reply_mode` says: a past reply ("history:<id>") or a draft ("model")."""
+        matches = (
+            self.memory.nearest(texts, languages, min_similarity=self.cfg.reply_min_similarity)
+            if self.memory is not None
+            else [None] * len(texts)
+        )
+        if self.cfg.reply_mode == "generate":
+            examples = [m.reply if m else None for m in matches]
+            return [(r, "model") for r in self.draft_replies(texts, languages, examples)]
+        out: list[tuple[str, str] | None] = [
+            (prompts.clean_reply(m.reply, t), f"history:{m.source_id}") if m else None
+            for m, t in zip(matches, texts, strict=True)
+        ]
+        todo = [i for i, o in enumerate(out) if o is None]
+        drafted = self.draft_replies([texts[i] for i in todo], [languages[i] for i in todo]) if todo else []
+        for i, r in zip(todo, drafted, strict=True):
+            out[i] = (r, "model")
+        return [o for o in out if o is not None]
+
+    def draft_replies(
+        self, texts: Sequence[str], languages: Sequence[str | None], examples: Sequence[str | None] | None = None
+    ) -> list[str]:
+        """LLM drafts, batched; `examples` are past replies shown in the prompt (reply_mode "generate")."""
         import torch
 
         replies: list[str] = []
         bs = max(1, self.cfg.batch_size)
+        examples = examples or [None] * len(texts)
         for s in range(0, len(texts), bs):
             chunk, langs = texts[s : s + bs], languages[s : s + bs]
             prompts_txt, prefills = [], []
-            for text, code in zip(chunk, langs, strict=True):
+            for text, code, example in zip(chunk, langs, examples[s : s + bs], strict=True):
                 ids = self.tok(text, add_special_tokens=False)["input_ids"][:REPLY_INPUT_TOKENS]
                 short = self.tok.decode(ids)
-                msgs = prompts.reply_messages(short, lang.name(code))
+                shown = None
+                if example:
+                    ex_ids = self.tok(prompts.sanitize(example, self.specials), add_special_tokens=False)["input_ids"]
+                    shown = self.tok.decode(ex_ids[:EXAMPLE_TOKENS])
+                msgs = prompts.reply_messages(short, lang.name(code), shown)
                 try:
                     p = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
                 except (ValueError, AttributeError):
@@ -240,21 +274,24 @@ class Triager:
         t_cls = (time.perf_counter() - t0) / len(tickets)
         languages = [lang.detect(tx) for tx in texts]
         replies: list[str | None] = [None] * len(tickets)
+        sources: list[str | None] = [None] * len(tickets)
         t_draft = 0.0
         if draft_replies:
             todo = [i for i, p in enumerate(prepared) if "empty" not in p[2]]
             if todo:
                 t1 = time.perf_counter()
-                drafted = self.draft_replies([texts[i] for i in todo], [languages[i] for i in todo])
+                suggested = self.suggest_replies([texts[i] for i in todo], [languages[i] for i in todo])
                 t_draft = (time.perf_counter() - t1) / len(todo)
-                for i, r in zip(todo, drafted, strict=True):
-                    replies[i] = r
+                for i, (r, source) in zip(todo, suggested, strict=True):
+                    replies[i], sources[i] = r, source
         preds = []
         for i, t in enumerate(tickets):
             flags = list(prepared[i][2])
             mismatch = draft_language_flag(languages[i], replies[i])
             if mismatch:
                 flags.append(mismatch)
+            if (sources[i] or "").startswith("history:"):
+                flags.append("reply_from_history")
             labels: dict[str, LabelScore] = {}
             dists: dict[str, dict[str, float]] = {}
             for f, names in self._fields.items():
@@ -275,6 +312,7 @@ class Triager:
                     truncated=prepared[i][1],
                     flags=flags,
                     timings={"classify_s": t_cls, "draft_s": t_draft if replies[i] else 0.0},
+                    reply_source=sources[i],
                 )
             )
         return preds

@@ -22,6 +22,8 @@ from models.calibration import classification_report, combine, fit_weights, fit_
 from models.config import ModelConfig, TrainConfig
 from models.data import Ticket, file_hash, label_sets, load_tickets, split
 from models.prompts import sanitize, ticket_text
+from models.reply_memory import FILE as REPLY_MEMORY_FILE
+from models.reply_memory import ReplyMemory
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +239,7 @@ def train(
     _halve(outd / "adapter_model.safetensors")
     save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, str(outd / adapter_io.HEADS))
     lex.save(outd)
+    memory = save_reply_memory(outd, [*full_train_t, *val_t], mcfg) if tcfg.reply_memory else None
     meta = {
         "format": 1,
         "base_model": mcfg.base,
@@ -246,6 +249,7 @@ def train(
         "max_tokens": tcfg.max_tokens,
         "calibration": calib,
         "lexical_C": lex.C,
+        "reply_memory": {"rows": len(memory) if memory else 0},
         "data": {
             "file": Path(data).name,
             "sha256": file_hash(data),
@@ -272,6 +276,17 @@ def train(
     adapter_io.write_meta(outd, meta)
     log_fn(f"saved adapter to {outd} ({train_s / 60:.1f} min)")
     return meta
+
+
+def save_reply_memory(outd: Path, tickets: Sequence[Ticket], mcfg: ModelConfig) -> ReplyMemory | None:
+    """Keep the training tickets' replies in the adapter (none when the data has no replies)."""
+    (outd / REPLY_MEMORY_FILE).unlink(missing_ok=True)
+    memory = ReplyMemory.build(
+        [t.id for t in tickets], texts_of(tickets, mcfg.max_input_chars), [t.reply for t in tickets]
+    )
+    if memory is not None:
+        memory.save(outd)
+    return memory
 
 
 def _align(logp: np.ndarray, have: list[str], want: list[str]) -> np.ndarray:

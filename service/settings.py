@@ -107,6 +107,14 @@ class ModelSettings(BaseModel):
     max_new_tokens: int = Field(160, ge=8, le=2048, description="Bound on a drafted reply's length in tokens.")
     max_input_chars: int = Field(8000, ge=256, description="Ticket text beyond this is cut (flagged truncated).")
     draft_replies: bool = Field(True, description="Draft a reply per ticket (off: classify only).")
+    reply_mode: Literal["retrieve", "generate"] = Field(
+        "retrieve",
+        description="'retrieve': the adapter's past reply to a similar ticket (same language) when one exists, "
+        "else an LLM draft; 'generate': always an LLM draft, shown that past reply as an example.",
+    )
+    reply_min_similarity: float = Field(
+        0.15, ge=0, le=1, description="TF-IDF cosine from which a past ticket counts as similar (reply memory)."
+    )
     backend: Literal["hf", "fake"] = Field(
         "hf", description="'hf' runs the LLM; 'fake' is a deterministic test double for plumbing tests only."
     )

@@ -76,5 +76,7 @@ def load_triager(settings: Settings) -> Triager:
         batch_size=m.batch_size,
         max_new_tokens=m.max_new_tokens,
         max_input_chars=m.max_input_chars,
+        reply_mode=m.reply_mode,
+        reply_min_similarity=m.reply_min_similarity,
     )
     return ModelTriager(LLMTriager.load(cfg), draft_replies=m.draft_replies)

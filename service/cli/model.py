@@ -37,6 +37,8 @@ def model_config(settings: Settings, adapter: str | None = None) -> Any:
         batch_size=m.batch_size,
         max_new_tokens=m.max_new_tokens,
         max_input_chars=m.max_input_chars,
+        reply_mode=m.reply_mode,
+        reply_min_similarity=m.reply_min_similarity,
     )
 
 
@@ -101,6 +103,9 @@ def split_cmd(data: str, out_dir: str, test_fraction: float, seed: int) -> None:
 @click.option("--epochs", default=2.0, show_default=True)
 @click.option("--time-budget", "time_budget", default=40.0, show_default=True, help="Minutes, all included.")
 @click.option("--max-rows", default=None, type=int, help="Train on a random subset of this many rows.")
+@click.option(
+    "--no-reply-memory", is_flag=True, help="Do not keep the training replies in the adapter (reply_mode retrieve)."
+)
 @click.pass_obj
 def train(
     settings: Settings,
@@ -116,6 +121,7 @@ def train(
     epochs: float,
     time_budget: float,
     max_rows: int | None,
+    no_reply_memory: bool,
 ) -> None:
     """Train a LoRA adapter (+ label heads, calibrated lexical ensemble) on labelled tickets."""
     from models.config import TrainConfig
@@ -132,6 +138,7 @@ def train(
         epochs=epochs,
         time_budget_min=time_budget,
         max_train_rows=max_rows,
+        reply_memory=not no_reply_memory,
     )
     try:
         run_train(data, out, tcfg, model_config(settings), val=val, log_fn=click.echo)
@@ -211,6 +218,7 @@ def predict(settings: Settings, adapter: str | None, data: str, out: str, no_rep
                         k: {"label": v.label, "confidence": round(v.confidence, 4)} for k, v in p.labels.items()
                     },
                     "reply": p.reply,
+                    "reply_source": p.reply_source,
                     "language": p.language,
                     "flags": p.flags,
                 }

@@ -37,6 +37,8 @@ def test_adapter_metadata(tiny_adapter: Path, tiny_data: Path) -> None:
     assert meta["data"]["sha256"] and meta["code_version"] and meta["training"]["seconds"] > 0
     assert {"llm_raw", "llm_calibrated", "lexical", "ensemble"} <= set(meta["validation"]["queue"])
     assert (tiny_adapter / "adapter_model.safetensors").exists() and (tiny_adapter / "heads.safetensors").exists()
+    # every row (training and validation) has a reply: all of them are kept for reply_mode "retrieve"
+    assert meta["reply_memory"] == {"rows": 36} and (tiny_adapter / "replies.jsonl.gz").exists()
 
 
 def test_predict_with_trained_adapter(tiny_adapter: Path, model_cfg) -> None:  # type: ignore[no-untyped-def]
@@ -59,7 +61,11 @@ def test_evaluate_writes_report_and_png(tiny_adapter: Path, tiny_data: Path, mod
     q = res["fields"]["queue"]
     for k in ("model", "tfidf_baseline", "llm_only_raw"):
         assert {"accuracy", "macro_f1", "ece", "per_class", "confusion_matrix", "precision_at_coverage"} <= set(q[k])
-    assert res["replies"]["n"] == 2 and "chrf" in res["replies"]["retrieval_baseline"]
+    rep = res["replies"]
+    assert rep["n"] == 2 and "chrf" in rep["retrieval_baseline"] and "chrf" in rep["llm_draft"]
+    # the evaluated tickets are in the training file, so "retrieve" answers the English ones from the memory
+    # (every stored reply is English: a German ticket gets an LLM draft instead)
+    assert rep["reply_mode"] == "retrieve" and 0 < rep["from_history"] <= 1
 
 
 def test_cli_train_rejects_one_class_column(tmp_path: Path) -> None:

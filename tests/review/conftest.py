@@ -70,6 +70,7 @@ def seed_suggestion(
     draft: str = "Hello, thanks for reporting this. We are looking into the VPN disconnects.",
     predictions: dict[str, Any] | None = None,
     created_at: datetime | None = None,
+    flags: list[str] | None = None,
 ) -> int:
     """Insert a ticket, its triage and a pending suggestion; return the suggestion id."""
     with Session(engine, expire_on_commit=False) as s:
@@ -96,6 +97,7 @@ def seed_suggestion(
                 "priority": {"decision": "suggest", "reason": "suggest mode"},
             },
             draft_reply=draft,
+            flags=flags or [],
             model_version="test",
         )
         s.add(triage)

@@ -143,6 +143,16 @@ def test_forms_answer_each_role_and_need_the_csrf_token(
         assert suggestion(engine, sid).status == "pending"
 
 
+def test_a_reply_from_the_reply_memory_is_marked_as_such(client: TestClient, engine: Engine, people: None) -> None:
+    """A past reply to a similar ticket may name other products or people: the agent is told where it came from."""
+    drafted = seed_suggestion(engine)
+    retrieved = seed_suggestion(engine, flags=["reply_from_history"])
+    login(client, "agent")
+    assert 'id="reply-origin"' not in client.get(f"/review/suggestions/{drafted}").text
+    page = client.get(f"/review/suggestions/{retrieved}").text
+    assert 'id="reply-origin"' in page and "similar earlier ticket" in page
+
+
 def test_edit_and_approve_from_the_ticket_page(client: TestClient, engine: Engine, people: None) -> None:
     sid = seed_suggestion(engine, draft="Please restart the VPN client.")
     login(client, "agent")
