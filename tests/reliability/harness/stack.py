@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -16,6 +17,11 @@ from tests.reliability.harness.ledger import Ledger
 from tests.reliability.harness.proxy import FaultProxy
 from tests.reliability.harness.servers import PostgresServer, RedisServer
 from tests.reliability.harness.service import ApiProcess, WorkerProcess, service_env
+
+# Lines worth keeping in a failure message whatever scrolled past: structlog JSON levels and Python tracebacks.
+_ALARM = re.compile(
+    r'"level": "(?:warning|error|critical)"|Traceback \(most recent call last\)|^\w*(?:Error|Exception):'
+)
 
 
 def make_workdir(prefix: str = "itsm-rel-") -> Path:
@@ -140,8 +146,15 @@ class Stack:
         return self.apis[0].url
 
     def logs(self) -> str:
-        """Every service log, for failure messages."""
-        return "\n".join(f"==== {p.name}\n{p.log_text()[-4000:]}" for p in self.processes)
+        """Every service log, for failure messages: its last warnings and errors (which a busy log pushes out of
+        the tail: the one CI failure of T23 lost its cause that way), then its tail."""
+        parts = []
+        for p in self.processes:
+            text = p.log_text()
+            alarms = [line[:600] for line in text.splitlines() if _ALARM.search(line)][-15:]
+            head = f"---- {len(alarms)} last warnings/errors\n" + "\n".join(alarms) + "\n---- tail\n" if alarms else ""
+            parts.append(f"==== {p.name}\n{head}{text[-4000:]}")
+        return "\n".join(parts)
 
     def logs_full(self) -> str:
         """Every service log in full (for secret-leak checks)."""
