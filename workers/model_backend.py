@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from service.domain.ports import Triager
@@ -59,24 +60,30 @@ class ModelTriager:
         )
 
 
-def load_triager(settings: Settings) -> Triager:
-    """Load the configured backend (call after fork: the model must never live in the Celery parent)."""
-    m = settings.model
-    if m.backend == "fake":
-        return FakeTriager(latency_ms=m.fake_latency_ms, draft_replies=m.draft_replies)
+def model_config(settings: Settings, adapter: str | None = None) -> Any:
+    """Settings.model -> models.config.ModelConfig (the one mapping; the CLI's model commands use it too)."""
     from models.config import ModelConfig
-    from models.inference import Triager as LLMTriager
 
-    cfg = ModelConfig(
+    m = settings.model
+    return ModelConfig(
         base=m.base,
-        adapter=m.adapter,
+        adapter=adapter if adapter is not None else m.adapter,
         device=m.device,
         dtype=m.dtype,
-        cache_dir=m.cache_dir,
+        cache_dir=Path(m.cache_dir),
         batch_size=m.batch_size,
         max_new_tokens=m.max_new_tokens,
         max_input_chars=m.max_input_chars,
         reply_mode=m.reply_mode,
         reply_min_similarity=m.reply_min_similarity,
     )
-    return ModelTriager(LLMTriager.load(cfg), draft_replies=m.draft_replies)
+
+
+def load_triager(settings: Settings) -> Triager:
+    """Load the configured backend (call after fork: the model must never live in the Celery parent)."""
+    m = settings.model
+    if m.backend == "fake":
+        return FakeTriager(latency_ms=m.fake_latency_ms, draft_replies=m.draft_replies)
+    from models.inference import Triager as LLMTriager
+
+    return ModelTriager(LLMTriager.load(model_config(settings)), draft_replies=m.draft_replies)

@@ -24,22 +24,10 @@ def register(group: click.Group) -> None:
 
 
 def model_config(settings: Settings, adapter: str | None = None) -> Any:
-    """Settings.model -> models.config.ModelConfig."""
-    from models.config import ModelConfig
+    """Settings.model -> models.config.ModelConfig, the same mapping the workers load the model with."""
+    from workers.model_backend import model_config as mapping
 
-    m = settings.model
-    return ModelConfig(
-        base=m.base,
-        adapter=adapter if adapter is not None else m.adapter,
-        device=m.device,
-        dtype=m.dtype,
-        cache_dir=Path(m.cache_dir),
-        batch_size=m.batch_size,
-        max_new_tokens=m.max_new_tokens,
-        max_input_chars=m.max_input_chars,
-        reply_mode=m.reply_mode,
-        reply_min_similarity=m.reply_min_similarity,
-    )
+    return mapping(settings, adapter)
 
 
 def _fail(e: Exception) -> None:
