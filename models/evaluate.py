@@ -159,11 +159,15 @@ def _reply_metrics(
     suggested = triager.suggest_replies(sub_texts, langs)
     gen_s = time.time() - t0
     drafts = [r for r, _ in suggested]
-    llm_drafts = (
-        drafts
-        if all(source == "model" for _, source in suggested) and triager.cfg.reply_mode != "generate"
-        else triager.draft_replies(sub_texts, langs)
-    )
+    # The LLM's own drafts, for comparison: a suggestion that already is one (source "model", no past reply shown
+    # as an example) is reused instead of drafted again (~20 s a ticket on CPU).
+    plain = triager.memory is None or triager.cfg.reply_mode != "generate"
+    redo = [i for i, (_, source) in enumerate(suggested) if not (plain and source == "model")]
+    llm_drafts = list(drafts)
+    if redo:
+        fresh = triager.draft_replies([sub_texts[i] for i in redo], [langs[i] for i in redo])
+        for i, r in zip(redo, fresh, strict=True):
+            llm_drafts[i] = r
     retrieved = retrieval_replies(pool, sub_texts, mcfg.max_input_chars)
 
     def summary(hyps: Sequence[str]) -> dict[str, Any]:
