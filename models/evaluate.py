@@ -15,9 +15,9 @@ import numpy as np
 
 from models import adapter as adapter_io
 from models import language as lang
-from models.calibration import classification_report, combine
+from models.calibration import classification_report, combine, with_top_label
 from models.config import ModelConfig
-from models.data import DataError, Ticket, file_hash, load_tickets, split
+from models.data import DataError, Ticket, load_tickets, split
 from models.metrics_text import chrf, longest_copied_run
 from models.train import _align, texts_of
 
@@ -34,8 +34,9 @@ def training_split(meta: dict[str, Any], train_data: str | Path) -> tuple[list[T
 
 def baseline(
     train_t: Sequence[Ticket], val_t: Sequence[Ticket], fields: dict[str, list[str]], max_chars: int
-) -> tuple[Any, float | None]:
-    """TF-IDF + LR trained on the adapter's training rows; C chosen on its validation rows (as for the partner)."""
+) -> tuple[Any, dict[str, float] | None]:
+    """The plain TF-IDF (word 1-2-grams) + LR baseline trained on the adapter's training rows; C per field chosen on
+    its validation rows. Always refitted: the adapter's own lexical partner is stronger and is reported apart."""
     from models.lexical import LexicalModel
 
     m = LexicalModel.fit_tuned(
@@ -92,13 +93,10 @@ def evaluate(
     t1 = time.time()
     comps = triager.classify_components(texts)
     cls_s = time.time() - t1
-    partner = triager.lexical
-    same_data = meta.get("data", {}).get("sha256") == file_hash(train_file)
-    if partner is not None and same_data and partner.C is not None and set(usable) <= set(partner.classes):
-        base, C = partner, partner.C  # the adapter's lexical partner IS this baseline (same rows, same C search)
-    else:
-        base, C = baseline(train_t, val_t, {f: fields[f] for f in usable}, mcfg.max_input_chars)
+    base, C = baseline(train_t, val_t, {f: fields[f] for f in usable}, mcfg.max_input_chars)
     base_lp = base.logprobs(texts)
+    partner = triager.lexical
+    partner_lp = partner.logprobs(texts) if partner is not None else {}
 
     results: dict[str, Any] = {
         "adapter": str(d),
@@ -106,7 +104,8 @@ def evaluate(
         "n": len(test_t),
         "model_version": triager.model_version,
         "adapter_version": triager.adapter_version,
-        "baseline": {"kind": "tfidf-word-1-2gram + logistic regression", "C": C},
+        "baseline": {"kind": f"tfidf {base.kind} + logistic regression", "C": C},
+        "lexical_partner": None if partner is None else {"kind": partner.kind, "settings": partner.settings},
         "classify_tickets_per_s": len(test_t) / max(cls_s, 1e-9),
         "fields": {},
     }
@@ -117,17 +116,23 @@ def evaluate(
         keep = np.array([t.labels.get(f) in idx for t in test_t])
         unseen = Counter(t.labels[f] for t in test_t if f in t.labels and t.labels[f] not in idx)
         y = np.array([idx[t.labels[f]] for t, k in zip(test_t, keep, strict=True) if k])
-        llm_lp, lex_lp, a, b, a_t = comps[f]
+        llm_lp, lex_lp, a, b, a_t, top = comps[f]
+        ens = combine(llm_lp, lex_lp, a, b)
         reps = {
-            "model": classification_report(combine(llm_lp, lex_lp, a, b)[keep], y, labs),
+            "model": classification_report(with_top_label(ens, top)[keep], y, labs),
+            "model_before_top_label": classification_report(ens[keep], y, labs),
             "llm_only_raw": classification_report(np.exp(llm_lp)[keep], y, labs),
             "llm_only_calibrated": classification_report(combine(llm_lp, None, a_t, 0)[keep], y, labs),
             "tfidf_baseline": classification_report(np.exp(_align(base_lp[f], base.classes[f], labs))[keep], y, labs),
         }
+        if f in partner_lp:  # the partner alone: what the LLM adds on top of it is model minus this row
+            lp = _align(partner_lp[f], partner.classes[f], labs)  # type: ignore[union-attr]
+            reps["lexical_partner"] = classification_report(np.exp(lp)[keep], y, labs)
         results["fields"][f] = {
             **reps,
             "unseen_labels_in_test": dict(unseen),
             "ensemble_weights": {"llm": a, "lexical": b},
+            "top_label_calibration": top,
         }
         curves[f] = reps
 
@@ -199,13 +204,22 @@ def _reply_metrics(
 
 
 def _print(r: dict[str, Any], log_fn: Any) -> None:
-    log_fn(f"{'field':<10} {'system':<20} {'acc':>6} {'macroF1':>8} {'ECE':>6} {'P@30%':>6} {'P@60%':>6} {'P@80%':>6}")
+    log_fn(f"{'field':<10} {'system':<22} {'acc':>6} {'macroF1':>8} {'ECE':>6} {'P@30%':>6} {'P@60%':>6} {'P@80%':>6}")
     for f, reps in r["fields"].items():
-        for k in ("model", "llm_only_raw", "llm_only_calibrated", "tfidf_baseline"):
+        for k in (
+            "model",
+            "model_before_top_label",
+            "llm_only_raw",
+            "llm_only_calibrated",
+            "lexical_partner",
+            "tfidf_baseline",
+        ):
+            if k not in reps:
+                continue
             m = reps[k]
             c = m["precision_at_coverage"]
             log_fn(
-                f"{f:<10} {k:<20} {m['accuracy']:6.3f} {m['macro_f1']:8.3f} {m['ece']:6.3f} "
+                f"{f:<10} {k:<22} {m['accuracy']:6.3f} {m['macro_f1']:8.3f} {m['ece']:6.3f} "
                 f"{c['0.3']:6.3f} {c['0.6']:6.3f} {c['0.8']:6.3f}"
             )
     rep = r.get("replies")

@@ -14,7 +14,7 @@ import numpy as np
 from models import adapter as adapter_io
 from models import language as lang
 from models import prompts
-from models.calibration import combine, log_softmax
+from models.calibration import combine, log_softmax, with_top_label
 from models.config import ModelConfig
 from models.reply_memory import ReplyMemory
 
@@ -157,30 +157,36 @@ class Triager:
         return cls(cfg, lm, tok, heads, lexical, meta, device, model_version, f"{d.name}@{h}", memory)
 
     # ---------------------------------------------------------------- classification
-    def classify_components(self, texts: Sequence[str]) -> dict[str, tuple[Any, Any, float, float, float]]:
-        """Per field: (LLM log-probs, lexical log-probs or None, ensemble weights a, b, LLM-only weight)."""
+    def classify_components(
+        self, texts: Sequence[str]
+    ) -> dict[str, tuple[Any, Any, float, float, float, list[float] | None]]:
+        """Per field: (LLM log-probs, lexical log-probs or None, ensemble weights a, b, LLM-only weight,
+        top-label calibration (slope, bias) or None)."""
         from models.classifier import logits_for
         from models.train import _align
 
         logits = logits_for(self.lm, self.heads, self.ctok, texts, self.cfg.batch_size, self.device, False)
         lex = self.lexical.logprobs(texts) if self.lexical is not None else {}
-        out: dict[str, tuple[Any, Any, float, float, float]] = {}
+        out: dict[str, tuple[Any, Any, float, float, float, list[float] | None]] = {}
         for f, labels in self._fields.items():
             llm_lp = log_softmax(logits[f].numpy().astype(np.float64))
             cal = self.meta.get("calibration", {}).get(f, {})
             a_t = float(cal.get("llm_temperature_weight", 1.0))
+            top = cal.get("top_label")
             lex_lp = None
             if f in lex and float(cal.get("lexical_weight", 0.0)) > 0:
                 lex_lp = _align(lex[f], self.lexical.classes[f], labels)  # type: ignore[union-attr]
             if lex_lp is None:
-                out[f] = (llm_lp, None, a_t, 0.0, a_t)
+                out[f] = (llm_lp, None, a_t, 0.0, a_t, top)
             else:
-                out[f] = (llm_lp, lex_lp, float(cal.get("llm_weight", 1.0)), float(cal["lexical_weight"]), a_t)
+                a, b = float(cal.get("llm_weight", 1.0)), float(cal["lexical_weight"])
+                out[f] = (llm_lp, lex_lp, a, b, a_t, top)
         return out
 
     def classify_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Calibrated probabilities per field, columns in `self.fields[field]` order (before derived fields)."""
-        return {f: combine(lp, lx, a, b) for f, (lp, lx, a, b, _) in self.classify_components(texts).items()}
+        comps = self.classify_components(texts)
+        return {f: with_top_label(combine(lp, lx, a, b), top) for f, (lp, lx, a, b, _, top) in comps.items()}
 
     # ---------------------------------------------------------------- replies
     def suggest_replies(self, texts: Sequence[str], languages: Sequence[str | None]) -> list[tuple[str, str]]:

@@ -18,9 +18,18 @@ from typing import Any
 import numpy as np
 
 from models import adapter as adapter_io
-from models.calibration import classification_report, combine, fit_weights, fit_weights_f1, log_softmax
+from models.calibration import (
+    classification_report,
+    combine,
+    fit_top_label,
+    fit_weights,
+    fit_weights_f1,
+    log_softmax,
+    with_top_label,
+)
 from models.config import ModelConfig, TrainConfig
-from models.data import Ticket, file_hash, label_sets, load_tickets, split
+from models.data import DataError, Ticket, file_hash, label_sets, load_tickets, split
+from models.lexical import LexicalModel
 from models.prompts import sanitize, ticket_text
 from models.reply_memory import FILE as REPLY_MEMORY_FILE
 from models.reply_memory import ReplyMemory
@@ -161,6 +170,7 @@ def train(
     # the schedule runs on progress = max(steps done / planned, time used / time left): a machine that slows
     # down (shared CPUs) ends training on time with a finished schedule instead of being cut mid-way
     val_est = feat_s * len(va_texts) / max(1, len(tr_texts)) * n_layers / max(1, split_at) + 60
+    val_est += LexicalModel.fit_seconds(len(full_train_t))
     t_train = time.time()
     window = max(1.0, budget_s * 0.97 - val_est - (t_train - t0))
     max_steps = planned
@@ -249,6 +259,7 @@ def train(
         "max_tokens": tcfg.max_tokens,
         "calibration": calib,
         "lexical_C": lex.C,
+        "lexical": {"kind": lex.kind, "settings": lex.settings},
         "reply_memory": {"rows": len(memory) if memory else 0},
         "data": {
             "file": Path(data).name,
@@ -317,10 +328,9 @@ def calibrate(
     val_t: Sequence[Ticket],
     sets: dict[str, list[str]],
     log_fn: Any = print,
-) -> tuple[Any, dict[str, dict[str, float]], dict[str, Any]]:
-    """Fit the lexical partner (C chosen on validation), then per field the LLM temperature and the ensemble
-    weights by validation NLL; report validation metrics of each variant."""
-    from models.lexical import LexicalModel
+) -> tuple[Any, dict[str, dict[str, Any]], dict[str, Any]]:
+    """Fit the lexical partner (word + char n-grams; C and class weighting chosen on validation), then per field
+    the LLM temperature and the ensemble weights on validation; report validation metrics of each variant."""
 
     y_val = label_matrix(val_t, sets)
     lex = LexicalModel.fit_tuned(
@@ -328,9 +338,11 @@ def calibrate(
         {f: [t.labels.get(f) for t in train_t] for f in sets},
         va_texts,
         {f: [t.labels.get(f) for t in val_t] for f in sets},
+        class_weights=(None, "balanced"),
+        char=True,
     )
     lex_val = lex.logprobs(va_texts)
-    calib: dict[str, dict[str, float]] = {}
+    calib: dict[str, dict[str, Any]] = {}
     metrics: dict[str, Any] = {}
     for i, (f, labs) in enumerate(sets.items()):
         keep = y_val[:, i] >= 0
@@ -339,12 +351,15 @@ def calibrate(
         lex_lp = _align(lex_val[f], lex.classes[f], labs)[keep]
         a_t, _ = fit_weights(llm_lp, None, yv)
         a, b = fit_weights_f1(llm_lp, lex_lp, yv)
-        calib[f] = {"llm_weight": a, "lexical_weight": b, "llm_temperature_weight": a_t}
+        ens = combine(llm_lp, lex_lp, a, b)
+        top = list(fit_top_label(ens, yv))
+        calib[f] = {"llm_weight": a, "lexical_weight": b, "llm_temperature_weight": a_t, "top_label": top}
         rep = {
             "llm_raw": classification_report(np.exp(llm_lp), yv, labs),
             "llm_calibrated": classification_report(combine(llm_lp, None, a_t, 0), yv, labs),
             "lexical": classification_report(np.exp(lex_lp), yv, labs),
-            "ensemble": classification_report(combine(llm_lp, lex_lp, a, b), yv, labs),
+            "ensemble_before_top_label": classification_report(ens, yv, labs),
+            "ensemble": classification_report(with_top_label(ens, top), yv, labs),
         }
         metrics[f] = {k: {m: v[m] for m in ("accuracy", "macro_f1", "ece")} for k, v in rep.items()}
         log_fn(
@@ -363,6 +378,12 @@ def recalibrate(adapter_dir: str | Path, data: str | Path, mcfg: ModelConfig, lo
 
     d = Path(adapter_dir)
     meta = adapter_io.read_meta(d)
+    want = meta.get("data", {}).get("sha256")
+    if want and file_hash(data) != want:  # another file would give another split: validation rows leak into fits
+        raise DataError(
+            f"{data} is not this adapter's training file (sha256 differs from {want[:12]}…, "
+            f"trained on {meta.get('data', {}).get('file')}); pass the file it was trained on, or retrain"
+        )
     train_t, val_t = training_split(meta, data)
     tri = Triager.load(ModelConfig(**{**mcfg.__dict__, "adapter": str(d)}))
     tr_texts, va_texts = texts_of(train_t, mcfg.max_input_chars), texts_of(val_t, mcfg.max_input_chars)
@@ -371,6 +392,13 @@ def recalibrate(adapter_dir: str | Path, data: str | Path, mcfg: ModelConfig, lo
         {f: c[0] for f, c in comps.items()}, tr_texts, va_texts, train_t, val_t, meta["fields"], log_fn
     )
     lex.save(d)
-    meta.update({"calibration": calib, "lexical_C": lex.C, "validation": metrics})
+    meta.update(
+        {
+            "calibration": calib,
+            "lexical_C": lex.C,
+            "lexical": {"kind": lex.kind, "settings": lex.settings},
+            "validation": metrics,
+        }
+    )
     adapter_io.write_meta(d, meta)
     return meta

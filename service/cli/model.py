@@ -78,6 +78,28 @@ def split_cmd(data: str, out_dir: str, test_fraction: float, seed: int) -> None:
     click.echo(f"{len(rows) - sum(held)} train / {sum(held)} test rows in {out_dir}")
 
 
+@model.command("recalibrate")
+@click.option("--adapter", required=True, type=click.Path(exists=True, file_okay=False), help="Adapter to refit.")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The adapter's training file (its validation split is re-created from it).",
+)
+@click.pass_obj
+def recalibrate_cmd(settings: Settings, adapter: str, data: str) -> None:
+    """Refit an adapter's lexical partner, ensemble weights and calibration in place; the LLM is unchanged."""
+    from models.adapter import AdapterError
+    from models.data import DataError
+    from models.train import recalibrate
+
+    try:
+        recalibrate(adapter, data, model_config(settings, adapter), log_fn=click.echo)
+    except (DataError, AdapterError, ValueError) as e:
+        _fail(e)
+    click.echo(f"recalibrated {adapter}")
+
+
 @click.command()
 @click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="JSONL or CSV tickets.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Adapter directory to write.")

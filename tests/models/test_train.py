@@ -35,7 +35,13 @@ def test_adapter_metadata(tiny_adapter: Path, tiny_data: Path) -> None:
     meta = json.loads((tiny_adapter / "triage.json").read_text())
     assert meta["fields"] == {"queue": ["access", "billing", "network"], "priority": ["high", "low"]}
     assert meta["data"]["sha256"] and meta["code_version"] and meta["training"]["seconds"] > 0
-    assert {"llm_raw", "llm_calibrated", "lexical", "ensemble"} <= set(meta["validation"]["queue"])
+    assert {"llm_raw", "llm_calibrated", "lexical", "ensemble_before_top_label", "ensemble"} <= set(
+        meta["validation"]["queue"]
+    )
+    # the partner: word + char n-grams, C and class weighting recorded per field; a top-label map per field
+    assert meta["lexical"]["kind"] == "word 1-2-gram + char_wb 2-5-gram"
+    assert set(meta["lexical"]["settings"]) == {"queue", "priority"}
+    assert all(len(c["top_label"]) == 2 and c["top_label"][0] > 0 for c in meta["calibration"].values())
     assert (tiny_adapter / "adapter_model.safetensors").exists() and (tiny_adapter / "heads.safetensors").exists()
     # every row (training and validation) has a reply: all of them are kept for reply_mode "retrieve"
     assert meta["reply_memory"] == {"rows": 36} and (tiny_adapter / "replies.jsonl.gz").exists()
@@ -59,8 +65,11 @@ def test_evaluate_writes_report_and_png(tiny_adapter: Path, tiny_data: Path, mod
     )
     assert report.exists() and report.with_suffix(".png").exists()
     q = res["fields"]["queue"]
-    for k in ("model", "tfidf_baseline", "llm_only_raw"):
+    for k in ("model", "model_before_top_label", "lexical_partner", "tfidf_baseline", "llm_only_raw"):
         assert {"accuracy", "macro_f1", "ece", "per_class", "confusion_matrix", "precision_at_coverage"} <= set(q[k])
+    # the baseline is the plain word model, refitted, never the adapter's (stronger) partner
+    assert res["baseline"]["kind"].startswith("tfidf word 1-2-gram +") and "char" not in res["baseline"]["kind"]
+    assert "char_wb" in res["lexical_partner"]["kind"]
     rep = res["replies"]
     assert rep["n"] == 2 and "chrf" in rep["retrieval_baseline"] and "chrf" in rep["llm_draft"]
     # the evaluated tickets are in the training file, so "retrieve" answers the English ones from the memory
@@ -99,3 +108,14 @@ def test_recalibrate_keeps_llm_and_rewrites_calibration(tiny_adapter: Path, tiny
     meta = recalibrate(tiny_adapter, tiny_data, model_cfg, log_fn=lambda *_: None)
     assert (tiny_adapter / "adapter_model.safetensors").read_bytes() == before
     assert set(meta["calibration"]) == {"queue", "priority"} and meta["lexical_C"] is not None
+
+
+def test_cli_recalibrate_refuses_another_training_file(tiny_adapter: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from service.cli import main
+    from tests.models.conftest import CACHE
+
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"subject": "VPN", "body": "down", "queue": "network", "priority": "high"}) + "\n")
+    monkeypatch.setenv("ITSM_MODEL__CACHE_DIR", str(CACHE))
+    res = CliRunner().invoke(main, ["model", "recalibrate", "--adapter", str(tiny_adapter), "--data", str(other)])
+    assert res.exit_code == 2 and "not this adapter's training file" in res.output
