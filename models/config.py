@@ -24,7 +24,8 @@ class ModelConfig:
     # "retrieve": the adapter's past reply to a similar ticket when one exists, else an LLM draft;
     # "generate": always an LLM draft, shown that past reply as an example (see models/reply_memory.py).
     reply_mode: str = "retrieve"
-    reply_min_similarity: float = 0.15  # TF-IDF cosine; below it a past reply scored no better than a draft
+    # mean of word and character TF-IDF cosines; below it a past reply scored no better than a draft
+    reply_min_similarity: float = 0.25
 
 
 @dataclass

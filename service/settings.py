@@ -113,7 +113,11 @@ class ModelSettings(BaseModel):
         "else an LLM draft; 'generate': always an LLM draft, shown that past reply as an example.",
     )
     reply_min_similarity: float = Field(
-        0.15, ge=0, le=1, description="TF-IDF cosine from which a past ticket counts as similar (reply memory)."
+        0.25,
+        ge=0,
+        le=1,
+        description="Similarity (mean of word and character TF-IDF cosines) from which a past ticket counts as "
+        "similar (reply memory).",
     )
     backend: Literal["hf", "fake"] = Field(
         "hf", description="'hf' runs the LLM; 'fake' is a deterministic test double for plumbing tests only."

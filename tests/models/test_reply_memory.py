@@ -103,3 +103,34 @@ def test_without_a_similar_past_ticket_or_in_generate_mode_the_llm_drafts(triage
     row = triager.memory.rows[0]
     [q] = gen.predict([TicketInput("known", "", row["text"])], draft_replies=True)
     assert q.reply_source == "model" and "reply_from_history" not in q.flags and q.reply
+
+
+def test_character_ngrams_choose_between_candidates_the_word_index_cannot_tell_apart() -> None:
+    """German compounds and inflections: "Netzwerkdruckers" is no word of either past ticket, so their word cosines
+    tie exactly (the word index alone would answer with the first row, the switch); the character n-grams it shares
+    with "Netzwerkdrucker" pick the printer's reply."""
+    rows = [
+        {
+            "id": "switch",
+            "text": "Der Netzwerkschalter im Lager ist kaputt",
+            "reply": "Wir tauschen den Switch.",
+            "language": "de",
+        },
+        {
+            "id": "printer",
+            "text": "Der Netzwerkdrucker im Lager ist kaputt",
+            "reply": "Wir prüfen den Drucker.",
+            "language": "de",
+        },
+        {
+            "id": "portal",
+            "text": "Bitte Zugang zum Rechnungsportal freischalten",
+            "reply": "Erledigt.",
+            "language": "de",
+        },
+    ]
+    memory = ReplyMemory(rows)
+    word = memory._vec.transform(["Unser Netzwerkdruckers im Lager ist kaputt"]) @ memory._matrix.T
+    assert abs(word[0, 0] - word[0, 1]) < 1e-9  # a tie for the word index
+    [match] = memory.nearest(["Unser Netzwerkdruckers im Lager ist kaputt"], ["de"], min_similarity=0.0)
+    assert match is not None and match.source_id == "printer"
