@@ -187,8 +187,15 @@ def _reply_metrics(
             "max_copied_words": int(max(longest_copied_run(h, tx) for h, tx in zip(hyps, sub_texts, strict=True))),
         }
 
+    diff = np.array([chrf(h, r) - chrf(b, r) for h, b, r in zip(drafts, retrieved, refs, strict=True)])
+    boot = np.random.default_rng(1).integers(0, len(diff), (2000, len(diff)))
     return {
         "n": len(pick),
+        # paired: the same tickets, so the interval says whether the margin over retrieval is more than noise
+        "model_minus_retrieval_chrf": {
+            "mean": float(diff.mean()),
+            "ci95": [float(v) for v in np.percentile(diff[boot].mean(1), [2.5, 97.5])],
+        },
         "model": summary(drafts),
         "reply_mode": triager.cfg.reply_mode,
         "from_history": float(np.mean([source != "model" for _, source in suggested])),
@@ -231,6 +238,8 @@ def _print(r: dict[str, Any], log_fn: Any) -> None:
                 f"replies {k:<20} chrF {m['chrf']:.1f} language match {m['language_match']:.3f} "
                 f"mean chars {m['mean_chars']:.0f} max copied words {m['max_copied_words']}"
             )
+        d = rep["model_minus_retrieval_chrf"]
+        log_fn(f"replies model - retrieval chrF {d['mean']:+.2f} (95% CI {d['ci95'][0]:+.2f} … {d['ci95'][1]:+.2f})")
 
 
 def _plot(curves: dict[str, dict[str, Any]], path: Path) -> None:

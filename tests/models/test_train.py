@@ -72,6 +72,8 @@ def test_evaluate_writes_report_and_png(tiny_adapter: Path, tiny_data: Path, mod
     assert "char_wb" in res["lexical_partner"]["kind"]
     rep = res["replies"]
     assert rep["n"] == 2 and "chrf" in rep["retrieval_baseline"] and "chrf" in rep["llm_draft"]
+    lo, hi = rep["model_minus_retrieval_chrf"]["ci95"]
+    assert lo <= rep["model_minus_retrieval_chrf"]["mean"] <= hi
     # the evaluated tickets are in the training file, so "retrieve" answers the English ones from the memory
     # (every stored reply is English: a German ticket gets an LLM draft instead)
     assert rep["reply_mode"] == "retrieve" and 0 < rep["from_history"] <= 1
