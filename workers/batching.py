@@ -125,11 +125,15 @@ def claim_own(
         )
         return ("dead" if _rows(dead) else "busy"), attempts, released
     # The old status and attempts are part of the WHERE: two workers racing for the row cannot both win.
+    # `received` and `queued` both mean "waiting": the API's relay marks the row queued only after publishing,
+    # so a fast worker can read `received` and the relay flip it before this UPDATE; matching the exact status
+    # then lost the claim and, the message being consumed, left the event to the sweeper (a CI flake in T4).
+    waiting = status in WAITING
     res = session.execute(
         update(InboundEvent)
         .where(
             col(InboundEvent.id) == event_id,
-            col(InboundEvent.status) == status,
+            col(InboundEvent.status).in_(WAITING) if waiting else col(InboundEvent.status) == status,
             col(InboundEvent.attempts) == attempts,
         )
         .values(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
+import pytest
+from sqlalchemy import update as sql_update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -57,6 +60,34 @@ def test_a_waiting_event_joins_a_running_batch_claimed_by_another_message(
     assert report.claimed == [second, first]
     assert fake_llm.batches == [2]
     assert triage_event(pipeline_ctx, first).claimed == []
+
+
+def test_the_relay_marking_the_event_queued_while_a_worker_claims_it_does_not_lose_the_claim(
+    engine: Engine, settings: Settings, pipeline_ctx: PipelineContext, fake_llm: FakeTriager
+) -> None:
+    """The relay publishes, then flips received -> queued; a worker can read `received` before that UPDATE and
+    claim after it. The claim must still win: the message is consumed, nothing else would triage the event."""
+    from workers.batching import claim_own
+
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer: this interleaving makes the claim's UPDATE fail on a stale snapshot")
+    eid = seed_event(engine, status=EventStatus.received)
+    with Session(engine) as session:
+        real_get = session.get
+
+        def read_then_relay(*args: Any, **kwargs: Any) -> Any:
+            row = real_get(*args, **kwargs)  # the worker reads `received` ...
+            with session_scope(engine) as relay:  # ... and the relay's UPDATE commits before the claim's UPDATE
+                relay.exec(sql_update(InboundEvent).where(InboundEvent.id == eid).values(status=EventStatus.queued))
+            return row
+
+        session.get = read_then_relay  # type: ignore[method-assign]
+        outcome, before, _ = claim_own(
+            session, eid, lease_until=utcnow() + timedelta(seconds=60), max_attempts=3, redelivered=False
+        )
+        session.commit()
+    assert (outcome, before) == ("claimed", 0)
+    assert _event(engine, eid).status == EventStatus.processing
 
 
 def test_triage_stores_labels_draft_versions_and_a_triage_delivery(
