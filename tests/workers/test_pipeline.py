@@ -70,7 +70,8 @@ def test_the_relay_marking_the_event_queued_while_a_worker_claims_it_does_not_lo
     from workers.batching import claim_own
 
     if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer: this interleaving makes the claim's UPDATE fail on a stale snapshot")
+        # SQLite transactions begin IMMEDIATE (service.db): the relay's UPDATE waits for the claim to commit
+        pytest.skip("the interleaving cannot happen on SQLite: the claim's transaction holds the write lock")
     eid = seed_event(engine, status=EventStatus.received)
     with Session(engine) as session:
         real_get = session.get
