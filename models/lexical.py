@@ -23,10 +23,11 @@ SELECT_ROWS = 5000  # the C / class-weight search runs on at most this many trai
 _COMMON: dict[str, Any] = {"sublinear_tf": True, "min_df": 2, "lowercase": True, "strip_accents": None}
 
 
-def make_vectorizer(block: Mapping[str, Any]) -> Any:
+def make_vectorizer(block: Mapping[str, Any], **overrides: Any) -> Any:
+    """A TfidfVectorizer for one feature block (WORD or CHAR), with any setting overridden."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    return TfidfVectorizer(**_COMMON, **block)
+    return TfidfVectorizer(**{**_COMMON, **block, **overrides})
 
 
 class LexicalModel:

@@ -23,6 +23,7 @@ import numpy as np
 
 from models import language as lang
 from models import prompts
+from models.lexical import CHAR, make_vectorizer
 
 FILE = "replies.jsonl.gz"
 # Text of the past ticket kept for matching; the first part of a ticket carries most of what identifies it.
@@ -55,17 +56,11 @@ class ReplyMemory:
         texts = [r["text"] for r in self.rows]
         self._vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1)
         self._matrix = self._vec.fit_transform(texts)
-        # Character n-grams re-rank the word index's top candidates. Only the vocabulary and idf are kept (fitted
-        # on at most _CHAR_FIT_ROWS rows): a stored character matrix would be ~25x the word one.
+        # Character n-grams (the lexical partner's block) re-rank the word index's top candidates. Only the
+        # vocabulary and idf are kept (fitted on at most _CHAR_FIT_ROWS rows): a stored character matrix would be
+        # ~25x the word one.
         sample = texts if len(texts) <= _CHAR_FIT_ROWS else texts[:: -(-len(texts) // _CHAR_FIT_ROWS)]
-        self._char = TfidfVectorizer(
-            sublinear_tf=True,
-            analyzer="char_wb",
-            ngram_range=(2, 5),
-            min_df=2 if len(sample) >= 50 else 1,
-            max_features=50000,
-        )
-        self._char.fit(sample)
+        self._char = make_vectorizer(CHAR, min_df=2 if len(sample) >= 50 else 1).fit(sample)
 
     def __len__(self) -> int:
         return len(self.rows)
