@@ -96,7 +96,6 @@ def evaluate(
     base, C = baseline(train_t, val_t, {f: fields[f] for f in usable}, mcfg.max_input_chars)
     base_lp = base.logprobs(texts)
     partner = triager.lexical
-    partner_lp = partner.logprobs(texts) if partner is not None else {}
 
     results: dict[str, Any] = {
         "adapter": str(d),
@@ -125,9 +124,8 @@ def evaluate(
             "llm_only_calibrated": classification_report(combine(llm_lp, None, a_t, 0)[keep], y, labs),
             "tfidf_baseline": classification_report(np.exp(_align(base_lp[f], base.classes[f], labs))[keep], y, labs),
         }
-        if f in partner_lp:  # the partner alone: what the LLM adds on top of it is model minus this row
-            lp = _align(partner_lp[f], partner.classes[f], labs)  # type: ignore[union-attr]
-            reps["lexical_partner"] = classification_report(np.exp(lp)[keep], y, labs)
+        if lex_lp is not None:  # the partner alone: what the LLM adds on top of it is model minus this row
+            reps["lexical_partner"] = classification_report(np.exp(lex_lp)[keep], y, labs)
         results["fields"][f] = {
             **reps,
             "unseen_labels_in_test": dict(unseen),

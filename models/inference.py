@@ -160,8 +160,9 @@ class Triager:
     def classify_components(
         self, texts: Sequence[str]
     ) -> dict[str, tuple[Any, Any, float, float, float, list[float] | None]]:
-        """Per field: (LLM log-probs, lexical log-probs or None, ensemble weights a, b, LLM-only weight,
-        top-label calibration (slope, bias) or None)."""
+        """Per field: (LLM log-probs, the lexical partner's log-probs or None, ensemble weights a, b, LLM-only
+        weight, top-label calibration (slope, bias) or None). The partner's log-probs are returned whenever the
+        adapter has a partner; they count in the ensemble only when b > 0."""
         from models.classifier import logits_for
         from models.train import _align
 
@@ -172,15 +173,10 @@ class Triager:
             llm_lp = log_softmax(logits[f].numpy().astype(np.float64))
             cal = self.meta.get("calibration", {}).get(f, {})
             a_t = float(cal.get("llm_temperature_weight", 1.0))
-            top = cal.get("top_label")
-            lex_lp = None
-            if f in lex and float(cal.get("lexical_weight", 0.0)) > 0:
-                lex_lp = _align(lex[f], self.lexical.classes[f], labels)  # type: ignore[union-attr]
-            if lex_lp is None:
-                out[f] = (llm_lp, None, a_t, 0.0, a_t, top)
-            else:
-                a, b = float(cal.get("llm_weight", 1.0)), float(cal["lexical_weight"])
-                out[f] = (llm_lp, lex_lp, a, b, a_t, top)
+            lex_lp = _align(lex[f], self.lexical.classes[f], labels) if f in lex else None  # type: ignore[union-attr]
+            b = float(cal.get("lexical_weight", 0.0)) if lex_lp is not None else 0.0
+            a = float(cal.get("llm_weight", 1.0)) if b > 0 else a_t  # without the partner: the LLM's own temperature
+            out[f] = (llm_lp, lex_lp, a, b, a_t, cal.get("top_label"))
         return out
 
     def classify_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
