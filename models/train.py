@@ -257,9 +257,7 @@ def train(
         "fields": sets,
         "split_layer": split_at,
         "max_tokens": tcfg.max_tokens,
-        "calibration": calib,
-        "lexical_C": lex.C,
-        "lexical": {"kind": lex.kind, "settings": lex.settings},
+        **_calibration_meta(lex, calib),
         "reply_memory": {"rows": len(memory) if memory else 0},
         "data": {
             "file": Path(data).name,
@@ -318,6 +316,11 @@ def _halve(path: Path) -> None:
     if path.exists():
         t = load_file(str(path))
         save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in t.items()}, str(path))
+
+
+def _calibration_meta(lex: LexicalModel, calib: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """triage.json's record of what `calibrate` fitted (written by train and by recalibrate)."""
+    return {"calibration": calib, "lexical_C": lex.C, "lexical": {"kind": lex.kind, "settings": lex.settings}}
 
 
 def calibrate(
@@ -392,13 +395,6 @@ def recalibrate(adapter_dir: str | Path, data: str | Path, mcfg: ModelConfig, lo
         {f: c[0] for f, c in comps.items()}, tr_texts, va_texts, train_t, val_t, meta["fields"], log_fn
     )
     lex.save(d)
-    meta.update(
-        {
-            "calibration": calib,
-            "lexical_C": lex.C,
-            "lexical": {"kind": lex.kind, "settings": lex.settings},
-            "validation": metrics,
-        }
-    )
+    meta.update({**_calibration_meta(lex, calib), "validation": metrics})
     adapter_io.write_meta(d, meta)
     return meta
