@@ -51,12 +51,26 @@ def test_chrf() -> None:
     assert chrf("", "x") == 0.0
 
 
+def _labelled_logits(
+    rng: np.random.Generator,
+    n: int,
+    k: int,
+    signal: float | tuple[float, float],
+    noise: float = 1.0,
+    y: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, logits) of a synthetic classifier: Gaussian noise, plus `signal` at each true label (a constant,
+    or the (mean, sd) of a per-row Gaussian drawn after the noise); new labels unless `y` is given."""
+    y = rng.integers(0, k, n) if y is None else y
+    z = rng.normal(size=(n, k)) * noise
+    z[np.arange(n), y] += signal if isinstance(signal, float) else rng.normal(*signal, n)
+    return y, z
+
+
 def test_calibration_fixes_overconfidence() -> None:
     rng = np.random.default_rng(0)
     n, k = 2000, 4
-    y = rng.integers(0, k, n)
-    logits = rng.normal(size=(n, k))
-    logits[np.arange(n), y] += 1.0
+    y, logits = _labelled_logits(rng, n, k, 1.0)
     over = log_softmax(logits * 4)  # overconfident model
     a, _ = fit_weights(over, None, y)
     cal = combine(over, None, a, 0)
@@ -139,9 +153,7 @@ def test_top_label_calibration_fixes_confidence_and_keeps_decisions_and_ranking(
     k = 5
 
     def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
-        y = rng.integers(0, k, n)
-        z = rng.normal(size=(n, k)) * 1.5
-        z[np.arange(n), y] += rng.normal(1.0, 1.0, n)
+        y, z = _labelled_logits(rng, n, k, (1.0, 1.0), noise=1.5)
         return np.exp(log_softmax(z * 3)), y  # sharpened: over-confident
 
     pv, yv = sample(800)
@@ -162,11 +174,8 @@ def test_ensemble_direction_prefers_likelihood_among_f1_ties() -> None:
     """Two equally accurate members: the F1 search ties, so the lower-NLL mix wins over a pure member."""
     rng = np.random.default_rng(2)
     n, k = 1500, 3
-    y = rng.integers(0, k, n)
-    a = rng.normal(size=(n, k))
-    a[np.arange(n), y] += 1.2
-    b = rng.normal(size=(n, k))
-    b[np.arange(n), y] += 1.2
+    y, a = _labelled_logits(rng, n, k, 1.2)
+    _, b = _labelled_logits(rng, n, k, 1.2, y=y)
     wa, wb = fit_weights_f1(log_softmax(a), log_softmax(b), y, tolerance=0.02)
     assert wa > 0 and wb > 0
     mixed = combine(log_softmax(a), log_softmax(b), wa, wb)
