@@ -3,6 +3,7 @@ uses it per reply_mode."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gzip
 from pathlib import Path
@@ -97,9 +98,8 @@ def test_without_a_similar_past_ticket_or_in_generate_mode_the_llm_drafts(triage
     [p] = triager.predict([ru], draft_replies=True)
     assert p.reply_source == "model" and "reply_from_history" not in p.flags and p.reply
 
-    generate = dataclasses.replace(triager.cfg, reply_mode="generate")
-    gen = type(triager).__new__(type(triager))
-    gen.__dict__.update(triager.__dict__, cfg=generate)
+    gen = copy.copy(triager)  # the same loaded model, configured for reply_mode "generate"
+    gen.cfg = dataclasses.replace(triager.cfg, reply_mode="generate")
     row = triager.memory.rows[0]
     [q] = gen.predict([TicketInput("known", "", row["text"])], draft_replies=True)
     assert q.reply_source == "model" and "reply_from_history" not in q.flags and q.reply

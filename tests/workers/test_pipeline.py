@@ -62,9 +62,7 @@ def test_a_waiting_event_joins_a_running_batch_claimed_by_another_message(
     assert triage_event(pipeline_ctx, first).claimed == []
 
 
-def test_the_relay_marking_the_event_queued_while_a_worker_claims_it_does_not_lose_the_claim(
-    engine: Engine, settings: Settings, pipeline_ctx: PipelineContext, fake_llm: FakeTriager
-) -> None:
+def test_the_relay_marking_the_event_queued_while_a_worker_claims_it_does_not_lose_the_claim(engine: Engine) -> None:
     """The relay publishes, then flips received -> queued; a worker can read `received` before that UPDATE and
     claim after it. The claim must still win: the message is consumed, nothing else would triage the event."""
     from workers.batching import claim_own
