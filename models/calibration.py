@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,20 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
 
 
 def combine(llm_logp: np.ndarray, lex_logp: np.ndarray | None, a: float, b: float) -> np.ndarray:
-    """Calibrated log-linear ensemble: softmax(a*log p_llm + b*log p_lex)."""
-    z = a * llm_logp + (b * lex_logp if lex_logp is not None and b else 0.0)
+    """Calibrated log-linear ensemble of two members: softmax(a*log p_llm + b*log p_lex)."""
+    return mix([llm_logp, lex_logp], [a, b])
+
+
+def mix(members: Sequence[np.ndarray | None], weights: Sequence[float]) -> np.ndarray:
+    """Calibrated log-linear ensemble: softmax(sum of w_i * log p_i); a member that is None or weighted 0 is left
+    out (all weights 0: uniform)."""
+    z: Any = 0.0
+    for m, w in zip(members, weights, strict=True):
+        if m is not None and w:
+            z = z + w * m
+    if isinstance(z, float):
+        first = next(m for m in members if m is not None)
+        z = np.zeros_like(first)
     return np.exp(log_softmax(z))
 
 
@@ -62,20 +75,33 @@ def macro_f1(pred: np.ndarray, y: np.ndarray, k: int) -> float:
 def fit_weights_f1(
     llm_logp: np.ndarray, lex_logp: np.ndarray, y: np.ndarray, tolerance: float = 0.005
 ) -> tuple[float, float]:
-    """Mixing direction w (LLM share) chosen by validation macro-F1, then one temperature by NLL, so the
-    probabilities stay calibrated while the argmax serves the metric that decides routing quality.
+    """`fit_mixture_f1` for the LLM and the lexical partner: (a, b)."""
+    a, b = fit_mixture_f1([llm_logp, lex_logp], y, tolerance)
+    return a, b
+
+
+def fit_mixture_f1(
+    members: Sequence[np.ndarray], y: np.ndarray, tolerance: float = 0.005, step: float = 0.05
+) -> tuple[float, ...]:
+    """Mixing direction (each member's share, on a grid of the simplex) chosen by validation macro-F1, then one
+    temperature by NLL, so the probabilities stay calibrated while the argmax serves the metric that decides routing
+    quality. Returns one weight per member.
 
     Directions within `tolerance` of the best validation macro-F1 count as tied (on a few hundred validation
     tickets macro-F1 moves by more than that between resamples); among them the one with the lowest NLL wins."""
-    k = llm_logp.shape[1]
+    k = members[0].shape[1]
+    n = round(1 / step)
     rows = []
-    for w in np.linspace(0.0, 1.0, 21):
-        z = w * llm_logp + (1 - w) * lex_logp
+    for parts in itertools.product(range(n + 1), repeat=len(members) - 1):
+        if sum(parts) > n:
+            continue
+        w = [p / n for p in parts] + [(n - sum(parts)) / n]
+        z: np.ndarray = np.sum([wi * m for wi, m in zip(w, members, strict=True)], axis=0)
         s, _ = fit_weights(z, None, y)
-        rows.append((float(w), s, macro_f1(z.argmax(1), y, k), nll(combine(z, None, s, 0), y)))
+        rows.append((w, s, macro_f1(z.argmax(1), y, k), nll(combine(z, None, s, 0), y)))
     best = max(r[2] for r in rows)
     w, s, _, _ = min((r for r in rows if r[2] >= best - tolerance), key=lambda r: r[3])
-    return s * w, s * (1 - w)
+    return tuple(float(s * wi) for wi in w)
 
 
 def _logit(c: np.ndarray) -> np.ndarray:
@@ -83,23 +109,30 @@ def _logit(c: np.ndarray) -> np.ndarray:
     return np.asarray(np.log(c) - np.log1p(-c))
 
 
+def fit_platt(x: np.ndarray, ok: np.ndarray) -> tuple[float, float]:
+    """Logistic curve P(ok | x) = sigmoid(slope * x + bias) by log-loss; slope kept > 0 (a larger x never means less
+    trust: a decreasing fit on few rows is noise), (1, 0) when the fit would decrease."""
+    from scipy.optimize import minimize
+
+    def loss(t: np.ndarray) -> float:
+        q = np.clip(platt(x, t[0], t[1]), 1e-9, 1 - 1e-9)
+        return float(-np.mean(ok * np.log(q) + (1 - ok) * np.log(1 - q)))
+
+    res = minimize(loss, np.array([1.0, 0.0]), method="Nelder-Mead")
+    slope, bias = (float(v) for v in res.x)
+    return (slope, bias) if slope > 0 else (1.0, 0.0)
+
+
+def platt(x: np.ndarray, slope: float, bias: float) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-(slope * x + bias))))
+
+
 def fit_top_label(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Platt scaling of the top label's confidence: (slope, bias) on its log-odds minimising the log-loss of
     "the chosen label is right" on validation data. Two parameters, so a few hundred tickets fit it without
     the overfitting of binning or isotonic maps; it corrects what one temperature cannot (a field that is
     over-confident at the top and under-confident lower down)."""
-    from scipy.optimize import minimize
-
-    z = _logit(p.max(1))
-    ok = (p.argmax(1) == y).astype(float)
-
-    def loss(t: np.ndarray) -> float:
-        q = np.clip(1.0 / (1.0 + np.exp(-(t[0] * z + t[1]))), 1e-9, 1 - 1e-9)
-        return float(-np.mean(ok * np.log(q) + (1 - ok) * np.log(1 - q)))
-
-    res = minimize(loss, np.array([1.0, 0.0]), method="Nelder-Mead")
-    slope, bias = (float(v) for v in res.x)
-    return (slope, bias) if slope > 0 else (1.0, 0.0)  # a decreasing map would invert the confidence ranking
+    return fit_platt(_logit(p.max(1)), (p.argmax(1) == y).astype(float))
 
 
 def top_label(p: np.ndarray, slope: float, bias: float) -> np.ndarray:
@@ -107,7 +140,7 @@ def top_label(p: np.ndarray, slope: float, bias: float) -> np.ndarray:
     share the rest in their old proportions; the chosen label never changes (the map is floored where it would
     drop below the runner-up)."""
     c = p.max(1)
-    new = 1.0 / (1.0 + np.exp(-(slope * _logit(c) + bias)))
+    new = platt(_logit(c), slope, bias)
     second = np.sort(p, 1)[:, -2] if p.shape[1] > 1 else np.zeros_like(c)
     new = np.maximum(new, second / np.clip(1 - c + second, 1e-12, None) + 1e-9)
     q = p * ((1 - new) / np.clip(1 - c, 1e-12, None))[:, None]
@@ -118,6 +151,29 @@ def top_label(p: np.ndarray, slope: float, bias: float) -> np.ndarray:
 def with_top_label(p: np.ndarray, top: Sequence[float] | None) -> np.ndarray:
     """`top_label` with an adapter's stored (slope, bias); unchanged for adapters calibrated before it existed."""
     return top_label(p, float(top[0]), float(top[1])) if top else p
+
+
+@dataclass
+class FieldScores:
+    """One field's ensemble: each member's log-probabilities (None when the adapter lacks it), their weights
+    (LLM, lexical partner, neighbour votes), the LLM's own temperature weight and the top-label map."""
+
+    llm: np.ndarray
+    lexical: np.ndarray | None
+    neighbours: np.ndarray | None
+    weights: tuple[float, float, float]
+    llm_alone: float
+    top_label: Sequence[float] | None
+
+    def before_top_label(self) -> np.ndarray:
+        return mix([self.llm, self.lexical, self.neighbours], self.weights)
+
+    def probs(self) -> np.ndarray:
+        """The calibrated probabilities the product uses."""
+        return with_top_label(self.before_top_label(), self.top_label)
+
+    def llm_calibrated(self) -> np.ndarray:
+        return mix([self.llm], [self.llm_alone])
 
 
 def ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:

@@ -22,7 +22,7 @@ class ModelConfig:
     max_input_chars: int = 8000
     threads: int | None = None  # torch intra-op threads on CPU; None = physical cores available to us
     # "retrieve": the adapter's past reply to a similar ticket when one exists, else an LLM draft;
-    # "generate": always an LLM draft, shown that past reply as an example (see models/reply_memory.py).
+    # "generate": always an LLM draft, shown that past reply as an example (see models/ticket_memory.py).
     reply_mode: str = "retrieve"
     # mean of word and character TF-IDF cosines; below it a past reply scored no better than a draft
     reply_min_similarity: float = 0.25
@@ -51,7 +51,9 @@ class TrainConfig:
     max_steps: int = -1
     time_budget_min: float = 40.0
     max_train_rows: int | None = 3000  # LLM rows (the lexical partner always sees all training rows)
-    reply_memory: bool = True  # keep the training replies in the adapter for retrieval (models/reply_memory.py)
+    # keep the training tickets (text, labels, reply) in the adapter: past replies and neighbour votes
+    # (models/ticket_memory.py, models/neighbours.py)
+    ticket_memory: bool = True
     seed: int = 13
     # impact x urgency -> priority (ServiceNow style); used only when those columns are present
     priority_matrix: dict[str, dict[str, str]] | None = None

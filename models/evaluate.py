@@ -15,7 +15,7 @@ import numpy as np
 
 from models import adapter as adapter_io
 from models import language as lang
-from models.calibration import classification_report, combine, with_top_label
+from models.calibration import classification_report
 from models.config import ModelConfig
 from models.data import DataError, Ticket, load_tickets, split
 from models.metrics_text import chrf, longest_copied_run
@@ -115,22 +115,24 @@ def evaluate(
         keep = np.array([t.labels.get(f) in idx for t in test_t])
         unseen = Counter(t.labels[f] for t in test_t if f in t.labels and t.labels[f] not in idx)
         y = np.array([idx[t.labels[f]] for t, k in zip(test_t, keep, strict=True) if k])
-        llm_lp, lex_lp, a, b, a_t, top = comps[f]
-        ens = combine(llm_lp, lex_lp, a, b)
+        sc = comps[f]
         reps = {
-            "model": classification_report(with_top_label(ens, top)[keep], y, labs),
-            "model_before_top_label": classification_report(ens[keep], y, labs),
-            "llm_only_raw": classification_report(np.exp(llm_lp)[keep], y, labs),
-            "llm_only_calibrated": classification_report(combine(llm_lp, None, a_t, 0)[keep], y, labs),
+            "model": classification_report(sc.probs()[keep], y, labs),
+            "model_before_top_label": classification_report(sc.before_top_label()[keep], y, labs),
+            "llm_only_raw": classification_report(np.exp(sc.llm)[keep], y, labs),
+            "llm_only_calibrated": classification_report(sc.llm_calibrated()[keep], y, labs),
             "tfidf_baseline": classification_report(np.exp(_align(base_lp[f], base.classes[f], labs))[keep], y, labs),
         }
-        if lex_lp is not None:  # the partner alone: what the LLM adds on top of it is model minus this row
-            reps["lexical_partner"] = classification_report(np.exp(lex_lp)[keep], y, labs)
+        # each other member alone: what the LLM adds on top of them is model minus these rows
+        if sc.lexical is not None:
+            reps["lexical_partner"] = classification_report(np.exp(sc.lexical)[keep], y, labs)
+        if sc.neighbours is not None:
+            reps["neighbour_votes"] = classification_report(np.exp(sc.neighbours)[keep], y, labs)
         results["fields"][f] = {
             **reps,
             "unseen_labels_in_test": dict(unseen),
-            "ensemble_weights": {"llm": a, "lexical": b},
-            "top_label_calibration": top,
+            "ensemble_weights": dict(zip(("llm", "lexical", "neighbours"), sc.weights, strict=True)),
+            "top_label_calibration": sc.top_label,
         }
         curves[f] = reps
 
@@ -217,6 +219,7 @@ def _print(r: dict[str, Any], log_fn: Any) -> None:
             "llm_only_raw",
             "llm_only_calibrated",
             "lexical_partner",
+            "neighbour_votes",
             "tfidf_baseline",
         ):
             if k not in reps:
@@ -229,7 +232,7 @@ def _print(r: dict[str, Any], log_fn: Any) -> None:
             )
     rep = r.get("replies")
     if rep and rep.get("n"):
-        log_fn(f"replies: mode {rep['reply_mode']}, {rep['from_history']:.0%} from the reply memory")
+        log_fn(f"replies: mode {rep['reply_mode']}, {rep['from_history']:.0%} from the ticket memory")
         for k in ("model", "llm_draft", "retrieval_baseline"):
             m = rep[k]
             log_fn(

@@ -13,10 +13,10 @@ import numpy as np
 
 from models import adapter as adapter_io
 from models import language as lang
-from models import prompts
-from models.calibration import combine, log_softmax, with_top_label
+from models import neighbours, prompts
+from models.calibration import FieldScores, log_softmax
 from models.config import ModelConfig
-from models.reply_memory import ReplyMemory
+from models.ticket_memory import TicketMemory
 
 GREETINGS = {
     "en": "Dear customer,",
@@ -68,7 +68,7 @@ class Prediction:
     truncated: bool = False
     flags: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    reply_source: str | None = None  # "model", or "history:<id>" for a past reply from the reply memory
+    reply_source: str | None = None  # "model", or "history:<id>" for a past reply from the ticket memory
 
 
 def draft_language_flag(ticket_language: str | None, reply: str | None) -> str | None:
@@ -106,7 +106,7 @@ class Triager:
         device: str,
         model_version: str,
         adapter_version: str | None,
-        memory: ReplyMemory | None = None,
+        memory: TicketMemory | None = None,
     ) -> None:
         from models.backbone import ClassifyTokenizer
 
@@ -153,36 +153,38 @@ class Triager:
         heads.to(device).eval()
         lexical = LexicalModel.load(d) if (d / "lexical.json").exists() else None
         h = hashlib.sha256((d / adapter_io.HEADS).read_bytes()).hexdigest()[:12]
-        memory = ReplyMemory.load(d)
+        memory = TicketMemory.load(d)
         return cls(cfg, lm, tok, heads, lexical, meta, device, model_version, f"{d.name}@{h}", memory)
 
     # ---------------------------------------------------------------- classification
-    def classify_components(
-        self, texts: Sequence[str]
-    ) -> dict[str, tuple[Any, Any, float, float, float, list[float] | None]]:
-        """Per field: (LLM log-probs, the lexical partner's log-probs or None, ensemble weights a, b, LLM-only
-        weight, top-label calibration (slope, bias) or None). The partner's log-probs are returned whenever the
-        adapter has a partner; they count in the ensemble only when b > 0."""
+    def classify_components(self, texts: Sequence[str]) -> dict[str, FieldScores]:
+        """Per field: every ensemble member's log-probabilities, their weights and the calibration on top. The
+        partner's and the neighbour votes' log-probs are returned whenever the adapter has them; each counts in
+        the ensemble only with a weight > 0."""
         from models.classifier import logits_for
         from models.train import _align
 
         logits = logits_for(self.lm, self.heads, self.ctok, texts, self.cfg.batch_size, self.device, False)
         lex = self.lexical.logprobs(texts) if self.lexical is not None else {}
-        out: dict[str, tuple[Any, Any, float, float, float, list[float] | None]] = {}
+        calib = self.meta.get("calibration", {})
+        curves = {f: c["neighbours"]["agreement"] for f, c in calib.items() if f in self._fields and "neighbours" in c}
+        votes = neighbours.member(self.memory, texts, self._fields, curves)
+        out: dict[str, FieldScores] = {}
         for f, labels in self._fields.items():
             llm_lp = log_softmax(logits[f].numpy().astype(np.float64))
-            cal = self.meta.get("calibration", {}).get(f, {})
+            cal = calib.get(f, {})
             a_t = float(cal.get("llm_temperature_weight", 1.0))
             lex_lp = _align(lex[f], self.lexical.classes[f], labels) if f in lex else None  # type: ignore[union-attr]
             b = float(cal.get("lexical_weight", 0.0)) if lex_lp is not None else 0.0
-            a = float(cal.get("llm_weight", 1.0)) if b > 0 else a_t  # without the partner: the LLM's own temperature
-            out[f] = (llm_lp, lex_lp, a, b, a_t, cal.get("top_label"))
+            g = float(cal.get("neighbour_weight", 0.0)) if f in votes else 0.0
+            # without a partner or votes: the LLM's own temperature
+            a = float(cal.get("llm_weight", 1.0)) if b > 0 or g > 0 else a_t
+            out[f] = FieldScores(llm_lp, lex_lp, votes.get(f), (a, b, g), a_t, cal.get("top_label"))
         return out
 
     def classify_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Calibrated probabilities per field, columns in `self.fields[field]` order (before derived fields)."""
-        comps = self.classify_components(texts)
-        return {f: with_top_label(combine(lp, lx, a, b), top) for f, (lp, lx, a, b, _, top) in comps.items()}
+        return {f: scores.probs() for f, scores in self.classify_components(texts).items()}
 
     # ---------------------------------------------------------------- replies
     def suggest_replies(self, texts: Sequence[str], languages: Sequence[str | None]) -> list[tuple[str, str]]:

@@ -1,5 +1,6 @@
 """Train an adapter: cached frozen bottom-layer features, LoRA on the top layers + label heads with
-transformers' Trainer, then a TF-IDF partner and a calibrated ensemble fitted on the validation split."""
+transformers' Trainer, then a TF-IDF partner, neighbour votes from the ticket memory and a calibrated ensemble
+fitted on the validation split."""
 
 from __future__ import annotations
 
@@ -18,21 +19,20 @@ from typing import Any
 import numpy as np
 
 from models import adapter as adapter_io
+from models import neighbours
 from models.calibration import (
+    FieldScores,
     classification_report,
-    combine,
+    fit_mixture_f1,
     fit_top_label,
     fit_weights,
-    fit_weights_f1,
     log_softmax,
-    with_top_label,
 )
 from models.config import ModelConfig, TrainConfig
 from models.data import DataError, Ticket, file_hash, label_sets, load_tickets, split
 from models.lexical import LexicalModel
 from models.prompts import sanitize, ticket_text
-from models.reply_memory import FILE as REPLY_MEMORY_FILE
-from models.reply_memory import ReplyMemory
+from models.ticket_memory import TicketMemory
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,14 @@ def train(
     # validation: LLM head, lexical partner, calibrated ensemble per field
     val_logits = logits_for(lm, heads, ctok, va_texts, 32, device, autocast)
     lex, calib, metrics = calibrate(
-        val_logits, texts_of(full_train_t, mcfg.max_input_chars), va_texts, full_train_t, val_t, sets, log_fn
+        val_logits,
+        texts_of(full_train_t, mcfg.max_input_chars),
+        va_texts,
+        full_train_t,
+        val_t,
+        sets,
+        log_fn,
+        votes=tcfg.ticket_memory,
     )
 
     outd = Path(out)
@@ -249,7 +256,7 @@ def train(
     _halve(outd / "adapter_model.safetensors")
     save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, str(outd / adapter_io.HEADS))
     lex.save(outd)
-    memory = save_reply_memory(outd, [*full_train_t, *val_t], mcfg) if tcfg.reply_memory else None
+    memory = save_ticket_memory(outd, [*full_train_t, *val_t], mcfg) if tcfg.ticket_memory else None
     meta = {
         "format": 1,
         "base_model": mcfg.base,
@@ -258,7 +265,7 @@ def train(
         "split_layer": split_at,
         "max_tokens": tcfg.max_tokens,
         **_calibration_meta(lex, calib),
-        "reply_memory": {"rows": len(memory) if memory else 0},
+        **_memory_meta(memory),
         "data": {
             "file": Path(data).name,
             "sha256": file_hash(data),
@@ -287,15 +294,25 @@ def train(
     return meta
 
 
-def save_reply_memory(outd: Path, tickets: Sequence[Ticket], mcfg: ModelConfig) -> ReplyMemory | None:
-    """Keep the training tickets' replies in the adapter (none when the data has no replies)."""
-    (outd / REPLY_MEMORY_FILE).unlink(missing_ok=True)
-    memory = ReplyMemory.build(
-        [t.id for t in tickets], texts_of(tickets, mcfg.max_input_chars), [t.reply for t in tickets]
-    )
+def save_ticket_memory(outd: Path, tickets: Sequence[Ticket], mcfg: ModelConfig) -> TicketMemory | None:
+    """Keep the training tickets (text, labels, reply) in the adapter: reply suggestions and neighbour votes."""
+    memory = ticket_memory(tickets, mcfg)
     if memory is not None:
         memory.save(outd)
     return memory
+
+
+def ticket_memory(tickets: Sequence[Ticket], mcfg: ModelConfig) -> TicketMemory | None:
+    return TicketMemory.build(
+        [t.id for t in tickets],
+        texts_of(tickets, mcfg.max_input_chars),
+        [t.reply for t in tickets],
+        [t.labels for t in tickets],
+    )
+
+
+def _memory_meta(memory: TicketMemory | None) -> dict[str, Any]:
+    return {"ticket_memory": {"rows": len(memory) if memory else 0, "replies": memory.replies if memory else 0}}
 
 
 def _align(logp: np.ndarray, have: list[str], want: list[str]) -> np.ndarray:
@@ -331,9 +348,11 @@ def calibrate(
     val_t: Sequence[Ticket],
     sets: dict[str, list[str]],
     log_fn: Any = print,
+    votes: bool = True,
 ) -> tuple[Any, dict[str, dict[str, Any]], dict[str, Any]]:
-    """Fit the lexical partner (word + char n-grams; C and class weighting chosen on validation), then per field
-    the LLM temperature and the ensemble weights on validation; report validation metrics of each variant."""
+    """Fit the lexical partner (word + char n-grams; C and class weighting chosen on validation) and the neighbour
+    votes' agreement maps (validation tickets against a memory of the training rows only), then per field the LLM
+    temperature and the ensemble weights on validation; report validation metrics of each variant."""
 
     y_val = label_matrix(val_t, sets)
     lex = LexicalModel.fit_tuned(
@@ -345,6 +364,8 @@ def calibrate(
         char=True,
     )
     lex_val = lex.logprobs(va_texts)
+    memory = ticket_memory(train_t, ModelConfig()) if votes else None
+    hits = memory.search(va_texts, neighbours.K * 2) if memory is not None else []
     calib: dict[str, dict[str, Any]] = {}
     metrics: dict[str, Any] = {}
     for i, (f, labs) in enumerate(sets.items()):
@@ -352,30 +373,44 @@ def calibrate(
         yv = y_val[keep, i]
         llm_lp = log_softmax(np.asarray(val_logits[f], dtype=np.float64))[keep]
         lex_lp = _align(lex_val[f], lex.classes[f], labs)[keep]
+        members = [llm_lp, lex_lp]
+        curve = None
+        if memory is not None:
+            kept = [h for h, k in zip(hits, keep, strict=True) if k]
+            curve = list(neighbours.agreement(kept, memory.labels_of(f), [labs[j] for j in yv]))
+            members.append(neighbours.vote_logprobs(kept, memory.labels_of(f), labs, curve))
         a_t, _ = fit_weights(llm_lp, None, yv)
-        a, b = fit_weights_f1(llm_lp, lex_lp, yv)
-        ens = combine(llm_lp, lex_lp, a, b)
+        w = fit_mixture_f1(members, yv)
+        a, b, g = w[0], w[1], (w[2] if len(w) > 2 else 0.0)
+        votes_lp = members[2] if curve is not None else None
+        ens = FieldScores(llm_lp, lex_lp, votes_lp, (a, b, g), a_t, None).before_top_label()
         top = list(fit_top_label(ens, yv))
+        scores = FieldScores(llm_lp, lex_lp, votes_lp, (a, b, g), a_t, top)
         calib[f] = {"llm_weight": a, "lexical_weight": b, "llm_temperature_weight": a_t, "top_label": top}
+        if curve is not None:
+            calib[f].update(neighbour_weight=g, neighbours={"k": neighbours.K, "agreement": curve})
         rep = {
             "llm_raw": classification_report(np.exp(llm_lp), yv, labs),
-            "llm_calibrated": classification_report(combine(llm_lp, None, a_t, 0), yv, labs),
+            "llm_calibrated": classification_report(scores.llm_calibrated(), yv, labs),
             "lexical": classification_report(np.exp(lex_lp), yv, labs),
+            **({"neighbours": classification_report(np.exp(votes_lp), yv, labs)} if votes_lp is not None else {}),
             "ensemble_before_top_label": classification_report(ens, yv, labs),
-            "ensemble": classification_report(with_top_label(ens, top), yv, labs),
+            "ensemble": classification_report(scores.probs(), yv, labs),
         }
         metrics[f] = {k: {m: v[m] for m in ("accuracy", "macro_f1", "ece")} for k, v in rep.items()}
         log_fn(
             f"val {f}: "
             + "; ".join(f"{k} F1 {v['macro_f1']:.3f} ECE {v['ece']:.3f}" for k, v in metrics[f].items())
-            + f"; weights a={a:.2f} b={b:.2f}"
+            + f"; weights llm {a:.2f} lexical {b:.2f} neighbours {g:.2f}"
         )
     return lex, calib, metrics
 
 
-def recalibrate(adapter_dir: str | Path, data: str | Path, mcfg: ModelConfig, log_fn: Any = print) -> dict[str, Any]:
-    """Refit the lexical partner and the calibration of an adapter on its own train / validation split
-    (the LLM weights are unchanged)."""
+def recalibrate(
+    adapter_dir: str | Path, data: str | Path, mcfg: ModelConfig, log_fn: Any = print, memory: bool = True
+) -> dict[str, Any]:
+    """Refit the lexical partner, the ticket memory (unless `memory` is false) and the calibration of an adapter on
+    its own train / validation split (the LLM weights are unchanged)."""
     from models.evaluate import training_split
     from models.inference import Triager
 
@@ -392,9 +427,12 @@ def recalibrate(adapter_dir: str | Path, data: str | Path, mcfg: ModelConfig, lo
     tr_texts, va_texts = texts_of(train_t, mcfg.max_input_chars), texts_of(val_t, mcfg.max_input_chars)
     comps = tri.classify_components(va_texts)
     lex, calib, metrics = calibrate(
-        {f: c[0] for f, c in comps.items()}, tr_texts, va_texts, train_t, val_t, meta["fields"], log_fn
+        {f: c.llm for f, c in comps.items()}, tr_texts, va_texts, train_t, val_t, meta["fields"], log_fn, memory
     )
     lex.save(d)
+    if memory:
+        meta.pop("reply_memory", None)
+        meta.update(_memory_meta(save_ticket_memory(d, [*train_t, *val_t], mcfg)))
     meta.update({**_calibration_meta(lex, calib), "validation": metrics})
     adapter_io.write_meta(d, meta)
     return meta

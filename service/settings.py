@@ -117,7 +117,7 @@ class ModelSettings(BaseModel):
         ge=0,
         le=1,
         description="Similarity (mean of word and character TF-IDF cosines) from which a past ticket counts as "
-        "similar (reply memory).",
+        "similar (ticket memory).",
     )
     backend: Literal["hf", "fake"] = Field(
         "hf", description="'hf' runs the LLM; 'fake' is a deterministic test double for plumbing tests only."

@@ -43,8 +43,12 @@ def test_adapter_metadata(tiny_adapter: Path, tiny_data: Path) -> None:
     assert set(meta["lexical"]["settings"]) == {"queue", "priority"}
     assert all(len(c["top_label"]) == 2 and c["top_label"][0] > 0 for c in meta["calibration"].values())
     assert (tiny_adapter / "adapter_model.safetensors").exists() and (tiny_adapter / "heads.safetensors").exists()
-    # every row (training and validation) has a reply: all of them are kept for reply_mode "retrieve"
-    assert meta["reply_memory"] == {"rows": 36} and (tiny_adapter / "replies.jsonl.gz").exists()
+    # every row (training and validation) has labels and a reply: all kept, for replies and neighbour votes
+    assert meta["ticket_memory"] == {"rows": 36, "replies": 36} and (tiny_adapter / "tickets.jsonl.gz").exists()
+    for f in ("queue", "priority"):
+        cal = meta["calibration"][f]
+        assert cal["neighbours"]["k"] == 5 and len(cal["neighbours"]["agreement"]) == 2 and cal["neighbour_weight"] >= 0
+        assert "neighbours" in meta["validation"][f]
 
 
 def test_predict_with_trained_adapter(tiny_adapter: Path, model_cfg) -> None:  # type: ignore[no-untyped-def]

@@ -143,7 +143,7 @@ def test_forms_answer_each_role_and_need_the_csrf_token(
         assert suggestion(engine, sid).status == "pending"
 
 
-def test_a_reply_from_the_reply_memory_is_marked_as_such(client: TestClient, engine: Engine, people: None) -> None:
+def test_a_reply_from_the_ticket_memory_is_marked_as_such(client: TestClient, engine: Engine, people: None) -> None:
     """A past reply to a similar ticket may name other products or people: the agent is told where it came from."""
     drafted = seed_suggestion(engine)
     retrieved = seed_suggestion(engine, flags=["reply_from_history"])
