@@ -12,7 +12,10 @@ from typing import Any
 
 import click
 
+from models.config import TrainConfig
 from service.settings import Settings
+
+_TRAIN = TrainConfig()  # train's option defaults are the library's, so the CLI and the API train alike
 
 
 def register(group: click.Group) -> None:
@@ -86,15 +89,17 @@ def split_cmd(data: str, out_dir: str, test_fraction: float, seed: int) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="The adapter's training file (its validation split is re-created from it).",
 )
+@click.option("--no-ticket-memory", is_flag=True, help="Leave the ticket memory as it is (no neighbour votes).")
 @click.pass_obj
-def recalibrate_cmd(settings: Settings, adapter: str, data: str) -> None:
-    """Refit an adapter's lexical partner, ensemble weights and calibration in place; the LLM is unchanged."""
+def recalibrate_cmd(settings: Settings, adapter: str, data: str, no_ticket_memory: bool) -> None:
+    """Refit an adapter's lexical partner, ticket memory, ensemble weights and calibration in place; the LLM is
+    unchanged."""
     from models.adapter import AdapterError
     from models.data import DataError
     from models.train import recalibrate
 
     try:
-        recalibrate(adapter, data, model_config(settings, adapter), log_fn=click.echo)
+        recalibrate(adapter, data, model_config(settings, adapter), log_fn=click.echo, memory=not no_ticket_memory)
     except (DataError, AdapterError, ValueError) as e:
         _fail(e)
     click.echo(f"recalibrated {adapter}")
@@ -110,11 +115,24 @@ def recalibrate_cmd(settings: Settings, adapter: str, data: str) -> None:
 @click.option("--id-col", default="id", show_default=True)
 @click.option("--val", default=None, type=click.Path(exists=True, dir_okay=False), help="Validation file.")
 @click.option("--max-steps", default=-1, show_default=True)
-@click.option("--epochs", default=2.0, show_default=True)
-@click.option("--time-budget", "time_budget", default=40.0, show_default=True, help="Minutes, all included.")
-@click.option("--max-rows", default=None, type=int, help="Train on a random subset of this many rows.")
+@click.option("--epochs", default=_TRAIN.epochs, show_default=True)
 @click.option(
-    "--no-reply-memory", is_flag=True, help="Do not keep the training replies in the adapter (reply_mode retrieve)."
+    "--time-budget", "time_budget", default=_TRAIN.time_budget_min, show_default=True, help="Minutes, all included."
+)
+@click.option(
+    "--max-rows",
+    default=_TRAIN.max_train_rows or 0,
+    show_default=True,
+    help="The LLM trains on a random subset of this many rows (0: all); the lexical partner always sees all.",
+)
+@click.option("--max-tokens", default=_TRAIN.max_tokens, show_default=True, help="Ticket tokens the classifier reads.")
+@click.option(
+    "--lora-layers", default=_TRAIN.lora_layers or 0, show_default=True, help="Top layers with LoRA (0: all)."
+)
+@click.option(
+    "--no-ticket-memory",
+    is_flag=True,
+    help="Keep no training tickets in the adapter: no past replies (reply_mode retrieve), no neighbour votes.",
 )
 @click.pass_obj
 def train(
@@ -130,11 +148,12 @@ def train(
     max_steps: int,
     epochs: float,
     time_budget: float,
-    max_rows: int | None,
-    no_reply_memory: bool,
+    max_rows: int,
+    max_tokens: int,
+    lora_layers: int,
+    no_ticket_memory: bool,
 ) -> None:
     """Train a LoRA adapter (+ label heads, calibrated lexical ensemble) on labelled tickets."""
-    from models.config import TrainConfig
     from models.data import DataError
     from models.train import train as run_train
 
@@ -147,8 +166,10 @@ def train(
         max_steps=max_steps,
         epochs=epochs,
         time_budget_min=time_budget,
-        max_train_rows=max_rows,
-        reply_memory=not no_reply_memory,
+        max_train_rows=max_rows or None,
+        max_tokens=max_tokens,
+        lora_layers=lora_layers or None,
+        ticket_memory=not no_ticket_memory,
     )
     try:
         run_train(data, out, tcfg, model_config(settings), val=val, log_fn=click.echo)
