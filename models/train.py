@@ -32,6 +32,8 @@ from models.config import ModelConfig, TrainConfig
 from models.data import DataError, Ticket, file_hash, label_sets, load_tickets, split
 from models.lexical import LexicalModel
 from models.prompts import sanitize, ticket_text
+from models.ticket_memory import FILE as MEMORY_FILE
+from models.ticket_memory import LEGACY_FILE as LEGACY_MEMORY_FILE
 from models.ticket_memory import TicketMemory
 
 log = logging.getLogger(__name__)
@@ -256,7 +258,7 @@ def train(
     _halve(outd / "adapter_model.safetensors")
     save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, str(outd / adapter_io.HEADS))
     lex.save(outd)
-    memory = save_ticket_memory(outd, [*full_train_t, *val_t], mcfg) if tcfg.ticket_memory else None
+    memory = save_ticket_memory(outd, [*full_train_t, *val_t] if tcfg.ticket_memory else [], mcfg)
     meta = {
         "format": 1,
         "base_model": mcfg.base,
@@ -295,8 +297,11 @@ def train(
 
 
 def save_ticket_memory(outd: Path, tickets: Sequence[Ticket], mcfg: ModelConfig) -> TicketMemory | None:
-    """Keep the training tickets (text, labels, reply) in the adapter: reply suggestions and neighbour votes."""
-    memory = ticket_memory(tickets, mcfg)
+    """Keep the training tickets (text, labels, reply) in the adapter: reply suggestions and neighbour votes.
+    Any memory already in `outd` goes first, so none is left behind when there is nothing to keep."""
+    for name in (MEMORY_FILE, LEGACY_MEMORY_FILE):
+        (outd / name).unlink(missing_ok=True)
+    memory = ticket_memory(tickets, mcfg) if tickets else None
     if memory is not None:
         memory.save(outd)
     return memory
@@ -364,7 +369,12 @@ def calibrate(
         char=True,
     )
     lex_val = lex.logprobs(va_texts)
-    memory = ticket_memory(train_t, ModelConfig()) if votes else None
+    # votes for validation tickets come from the training rows only (replies are not needed for votes)
+    memory = (
+        TicketMemory.build([t.id for t in train_t], tr_texts, [None] * len(train_t), [t.labels for t in train_t])
+        if votes
+        else None
+    )
     hits = memory.search(va_texts, neighbours.K * 2) if memory is not None else []
     calib: dict[str, dict[str, Any]] = {}
     metrics: dict[str, Any] = {}

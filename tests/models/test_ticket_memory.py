@@ -158,3 +158,16 @@ def test_character_ngrams_choose_between_candidates_the_word_index_cannot_tell_a
     assert abs(word[0, 0] - word[0, 1]) < 1e-9  # a tie for the word index
     [match] = memory.nearest(["Unser Netzwerkdruckers im Lager ist kaputt"], ["de"], min_similarity=0.0)
     assert match is not None and match.source_id == "printer"
+
+
+def test_training_without_a_memory_leaves_no_earlier_memory_behind(tmp_path: Path) -> None:
+    from models.config import ModelConfig
+    from models.data import Ticket
+    from models.train import save_ticket_memory
+
+    tickets = [Ticket(i, "", t, {"queue": "q"}, r) for i, t, r in zip(IDS, TEXTS, REPLIES, strict=True)]
+    kept = save_ticket_memory(tmp_path, tickets, ModelConfig())
+    assert kept is not None and len(kept) == 4 and kept.replies == 3 and (tmp_path / FILE).exists()
+    (tmp_path / LEGACY_FILE).write_bytes(b"")  # an older adapter's file in the same directory
+    assert save_ticket_memory(tmp_path, [], ModelConfig()) is None
+    assert not (tmp_path / FILE).exists() and not (tmp_path / LEGACY_FILE).exists()
