@@ -35,7 +35,9 @@ def agreement(
                 sims.append(float(s))
                 ok.append(row_labels[int(j)] == want)
                 break
-    if len(set(ok)) < 2:  # all right or all wrong: no curve to fit; neutral votes
+    if len(set(ok)) < 2:
+        # all right or all wrong: no curve to fit. (0, 0) trusts every neighbour at 0.5 whatever its similarity
+        # (a plain k-NN vote); the ensemble weight fitted on the same validation tickets decides what it counts for.
         return 0.0, 0.0
     return fit_platt(np.array(sims), np.array(ok, dtype=float))
 

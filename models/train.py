@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -383,19 +383,19 @@ def calibrate(
         yv = y_val[keep, i]
         llm_lp = log_softmax(np.asarray(val_logits[f], dtype=np.float64))[keep]
         lex_lp = _align(lex_val[f], lex.classes[f], labs)[keep]
-        members = [llm_lp, lex_lp]
-        curve = None
+        votes_lp, curve = None, None
         if memory is not None:
             kept = [h for h, k in zip(hits, keep, strict=True) if k]
-            curve = list(neighbours.agreement(kept, memory.labels_of(f), [labs[j] for j in yv]))
-            members.append(neighbours.vote_logprobs(kept, memory.labels_of(f), labs, curve))
+            row_labels = memory.labels_of(f)
+            curve = list(neighbours.agreement(kept, row_labels, [labs[j] for j in yv]))
+            votes_lp = neighbours.vote_logprobs(kept, row_labels, labs, curve)
         a_t, _ = fit_weights(llm_lp, None, yv)
-        w = fit_mixture_f1(members, yv)
-        a, b, g = w[0], w[1], (w[2] if len(w) > 2 else 0.0)
-        votes_lp = members[2] if curve is not None else None
-        ens = FieldScores(llm_lp, lex_lp, votes_lp, (a, b, g), a_t, None).before_top_label()
+        w = fit_mixture_f1([m for m in (llm_lp, lex_lp, votes_lp) if m is not None], yv)
+        a, b, g = w[0], w[1], (w[2] if votes_lp is not None else 0.0)
+        scores = FieldScores(llm_lp, lex_lp, votes_lp, (a, b, g), a_t, None)
+        ens = scores.before_top_label()
         top = list(fit_top_label(ens, yv))
-        scores = FieldScores(llm_lp, lex_lp, votes_lp, (a, b, g), a_t, top)
+        scores = replace(scores, top_label=top)
         calib[f] = {"llm_weight": a, "lexical_weight": b, "llm_temperature_weight": a_t, "top_label": top}
         if curve is not None:
             calib[f].update(neighbour_weight=g, neighbours={"k": neighbours.K, "agreement": curve})
