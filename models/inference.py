@@ -186,6 +186,20 @@ class Triager:
         """Calibrated probabilities per field, columns in `self.fields[field]` order (before derived fields)."""
         return {f: scores.probs() for f, scores in self.classify_components(texts).items()}
 
+    def remember(
+        self, tickets: Sequence[TicketInput], labels: Sequence[dict[str, str]], replies: Sequence[str | None]
+    ) -> int:
+        """Add reviewed tickets (their final labels and the reply that was sent) to the ticket memory, so neighbour
+        votes and reply suggestions use them from the next prediction on, without retraining; a ticket already held
+        (same id) is replaced. Labels outside the adapter's label sets are dropped. Returns the rows added or
+        replaced: 0 when the adapter has no ticket memory (trained with --no-ticket-memory: nothing is kept)."""
+        if self.memory is None or not tickets:
+            return 0
+        kept = [{f: v for f, v in labs.items() if v in self._fields.get(f, ())} for labs in labels]
+        return self.memory.extend(
+            [str(t.id) for t in tickets], [self.prepare(t)[0] for t in tickets], list(replies), kept
+        )
+
     # ---------------------------------------------------------------- replies
     def suggest_replies(self, texts: Sequence[str], languages: Sequence[str | None]) -> list[tuple[str, str]]:
         """(reply, source) per ticket as `reply_mode` says: a past reply ("history:<id>") or a draft ("model")."""

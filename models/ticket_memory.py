@@ -85,19 +85,36 @@ class TicketMemory:
         labels: Sequence[Mapping[str, str]] | None = None,
     ) -> TicketMemory | None:
         """From training tickets; a row needs text and a reply or a label; None when no row qualifies."""
-        rows = []
-        for n, (i, text, reply) in enumerate(zip(ids, texts, replies, strict=True)):
-            clean = prompts.sanitize(reply or "")
-            labs = {k: v for k, v in (labels[n] if labels is not None else {}).items() if v}
-            if not text.strip() or not (clean or labs):
-                continue
-            row: dict[str, Any] = {"id": str(i), "text": text[:_MATCH_CHARS]}
-            if clean:
-                row.update(reply=clean, language=lang.detect(clean) or "")
-            if labs:
-                row["labels"] = labs
-            rows.append(row)
+        rows = _rows(ids, texts, replies, labels)
         return cls(rows) if rows else None
+
+    def extend(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        replies: Sequence[str | None],
+        labels: Sequence[Mapping[str, str]] | None = None,
+    ) -> int:
+        """Add tickets (reviewed after training: corrected labels, sent replies) without refitting the vocabularies;
+        a row whose id is already held is replaced (the latest review wins). Returns the rows added or replaced.
+
+        Words the training tickets never used do not count in the word index, but their character n-grams do in the
+        re-ranking. Not safe to call while another thread searches this memory (the worker calls it between batches).
+        """
+        from scipy.sparse import vstack
+
+        new = _rows(ids, texts, replies, labels)
+        latest = {r["id"]: r for r in new}  # one row per id: the last one given
+        if not latest:
+            return 0
+        keep = [i for i, r in enumerate(self.rows) if r["id"] not in latest]
+        added = list(latest.values())
+        rows = [self.rows[i] for i in keep] + added
+        matrix = vstack([self._matrix[keep], self._vec.transform([r["text"] for r in added])]).tocsr()
+        self.rows, self._matrix = rows, matrix
+        self._languages = np.array([r.get("language") or "" for r in rows])
+        self._has_reply = np.array([bool(r.get("reply")) for r in rows])
+        return len(added)
 
     def save(self, d: Path) -> None:
         """Write the rows (gzipped JSON lines, sorted keys: the same memory gives the same bytes)."""
@@ -166,3 +183,25 @@ class TicketMemory:
     def labels_of(self, field: str) -> list[str | None]:
         """Each row's label for `field` (None where the row has none, e.g. a reply-only memory)."""
         return [(r.get("labels") or {}).get(field) for r in self.rows]
+
+
+def _rows(
+    ids: Sequence[str],
+    texts: Sequence[str],
+    replies: Sequence[str | None],
+    labels: Sequence[Mapping[str, str]] | None,
+) -> list[dict[str, Any]]:
+    """Memory rows: text cut to what matching reads, the sanitised reply with its language, the non-empty labels."""
+    rows = []
+    for n, (i, text, reply) in enumerate(zip(ids, texts, replies, strict=True)):
+        clean = prompts.sanitize(reply or "")
+        labs = {k: v for k, v in (labels[n] if labels is not None else {}).items() if v}
+        if not text.strip() or not (clean or labs):
+            continue
+        row: dict[str, Any] = {"id": str(i), "text": text[:_MATCH_CHARS]}
+        if clean:
+            row.update(reply=clean, language=lang.detect(clean) or "")
+        if labs:
+            row["labels"] = labs
+        rows.append(row)
+    return rows

@@ -119,6 +119,12 @@ class ModelSettings(BaseModel):
         description="Similarity (mean of word and character TF-IDF cosines) from which a past ticket counts as "
         "similar (ticket memory).",
     )
+    memory_sync_s: float = Field(
+        60.0,
+        ge=0,
+        description="How often a triage worker adds newly reviewed tickets (corrected labels, sent replies) to the "
+        "ticket memory, so they vote and can be suggested at once; 0: only retraining learns from reviews.",
+    )
     backend: Literal["hf", "fake"] = Field(
         "hf", description="'hf' runs the LLM; 'fake' is a deterministic test double for plumbing tests only."
     )

@@ -20,6 +20,7 @@ from service.domain.ports import TicketWriter, Triager
 from service.queue import DELIVER_QUEUE, SWEEP_TASK, TRIAGE_QUEUE, enqueue, make_celery
 from service.settings import Settings
 from workers.delivery import DeliveryContext
+from workers.memory_sync import MemorySync
 from workers.pipeline import PipelineContext
 from workers.tasks import register_tasks
 from workers.watchdog import ConsumerWatchdog
@@ -40,6 +41,7 @@ class WorkerRuntime:
         self._engine: Engine | None = None
         self._triager: Triager | None = None
         self._writers: dict[str, TicketWriter] = {}
+        self._memory_sync: MemorySync | None = None
 
     def after_fork(self) -> None:
         """Drop anything inherited from the parent: connections and sockets must not be shared across fork."""
@@ -48,6 +50,7 @@ class WorkerRuntime:
         self._engine = None
         self._writers = {}
         self._triager = None
+        self._memory_sync = None
         if self.warm_model:
             try:
                 self.triager()
@@ -84,7 +87,9 @@ class WorkerRuntime:
 
     def pipeline(self) -> PipelineContext:
         """Context for the triage flow."""
-        return PipelineContext(self.engine(), self.settings, self.triager, self.enqueue)
+        if self._memory_sync is None:
+            self._memory_sync = MemorySync(self.engine(), self.settings.model.memory_sync_s)
+        return PipelineContext(self.engine(), self.settings, self.triager, self.enqueue, learn=self._memory_sync)
 
     def delivery(self) -> DeliveryContext:
         """Context for the delivery flow."""

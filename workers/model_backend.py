@@ -12,6 +12,8 @@ from service.domain.schemas import CanonicalTicket, LabelPrediction, TriageResul
 from service.settings import Settings
 from workers.fake_triager import FakeTriager
 
+_TEXT_COLUMNS = frozenset({"id", "subject", "body", "reply"})  # a training row's other keys are label fields
+
 
 class ModelTriager:
     """Adapts models' Triager (Prediction objects) to the domain's TriageResult; one instance per process."""
@@ -21,6 +23,7 @@ class ModelTriager:
         self._draft_replies = draft_replies
         self.model_version: str = str(getattr(triager, "model_version", ""))
         self.adapter_version: str | None = getattr(triager, "adapter_version", None)
+        self.trained_at: str | None = (getattr(triager, "meta", None) or {}).get("trained_at")
 
     def triage(self, tickets: Sequence[CanonicalTicket]) -> list[TriageResult]:
         """Run the whole batch through the model in one call and map every Prediction."""
@@ -31,6 +34,14 @@ class ModelTriager:
         preds = self._triager.predict(inputs, draft_replies=self._draft_replies)
         batch_s = time.perf_counter() - started
         return [self._map(p, batch_s / max(1, len(inputs))) for p in preds]
+
+    def remember(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Reviewed tickets (service.review.feedback.training_rows) into the model's ticket memory."""
+        from models.inference import TicketInput
+
+        tickets = [TicketInput(id=str(r["id"]), subject=r.get("subject") or "", body=r.get("body") or "") for r in rows]
+        labels = [{k: str(v) for k, v in r.items() if k not in _TEXT_COLUMNS and v is not None} for r in rows]
+        return int(self._triager.remember(tickets, labels, [r.get("reply") for r in rows]))
 
     def _map(self, pred: Any, per_ticket_s: float) -> TriageResult:
         """models.Prediction -> TriageResult (the one place the two vocabularies meet)."""

@@ -39,6 +39,7 @@ class PipelineContext:
     settings: Settings
     triager: Callable[[], Triager]  # lazy: the model loads in the process that runs it
     enqueue: Enqueue
+    learn: Callable[[Triager], object] | None = None  # before each model call: reviewed tickets into its memory
 
 
 @dataclass
@@ -86,7 +87,9 @@ def run_batches(ctx: PipelineContext, event_ids: list[int], report: TriageReport
                 if work:
                     started = time.perf_counter()
                     try:
-                        results = ctx.triager().triage(inputs)
+                        triager = ctx.triager()
+                        _learn(ctx, triager)
+                        results = triager.triage(inputs)
                         if len(results) != len(inputs):
                             raise RuntimeError(f"model returned {len(results)} results for {len(inputs)} tickets")
                     except Exception as exc:  # noqa: BLE001  any model failure: retry later, never lose events
@@ -108,6 +111,16 @@ def run_batches(ctx: PipelineContext, event_ids: list[int], report: TriageReport
 
 
 Prepared = tuple[list[Work], list[CanonicalTicket]]
+
+
+def _learn(ctx: PipelineContext, triager: Triager) -> None:
+    """Feed reviewed tickets to the model's memory; a failure here never holds up triage."""
+    if ctx.learn is None:
+        return
+    try:
+        ctx.learn(triager)
+    except Exception as exc:  # noqa: BLE001  the next poll retries; triage goes on with the memory it has
+        log.warning("memory_sync_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _claim_and_prepare(ctx: PipelineContext, report: TriageReport, heartbeat: LeaseHeartbeat) -> Prepared | None:

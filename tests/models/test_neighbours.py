@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from models import neighbours
@@ -108,3 +110,32 @@ def test_the_shipped_adapter_votes_and_a_refiled_ticket_gets_its_twins_labels(tr
         assert sc.neighbours is not None
         assert labels[int(sc.neighbours[0].argmax())] == row["labels"][f]
         assert labels[int(sc.probs()[0].argmax())] == row["labels"][f]
+
+
+def test_a_reviewed_ticket_remembered_by_the_shipped_adapter_votes_and_is_suggested_at_once(triager) -> None:  # type: ignore[no-untyped-def]
+    from models.inference import TicketInput
+
+    saved = triager.memory
+    triager.memory = copy.deepcopy(saved)  # the session's triager is shared: learn into a copy
+    try:
+        ticket = TicketInput(
+            id="jira:SUP-77",
+            subject="Espresso machine in the canteen leaks",
+            body="The espresso machine on the second floor canteen leaks water onto the floor every morning. "
+            "Facilities, please send someone before somebody slips.",
+        )
+        again = TicketInput(id="jira:SUP-78", subject="Espresso machine leaking again", body=ticket.body)
+        before = triager.classify_components([triager.prepare(again)[0]])
+        # the labels a reviewer set: for each field, the one the model found least likely for this ticket
+        chosen = {f: labels[int(before[f].probs()[0].argmin())] for f, labels in triager.fields.items()}
+        reply = "Thank you, facilities will repair the espresso machine today; please avoid the wet floor."
+        assert triager.remember([ticket], [{**chosen, "unknown_field": "x"}], [reply]) == 1
+        after = triager.classify_components([triager.prepare(again)[0]])
+        for f, labels in triager.fields.items():
+            j = labels.index(chosen[f])
+            assert after[f].neighbours is not None and int(after[f].neighbours[0].argmax()) == j
+            assert after[f].probs()[0, j] > before[f].probs()[0, j]
+        pred = triager.predict([again])[0]
+        assert pred.reply == reply and pred.reply_source == "history:jira:SUP-77"
+    finally:
+        triager.memory = saved

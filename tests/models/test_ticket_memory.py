@@ -171,3 +171,27 @@ def test_training_without_a_memory_leaves_no_earlier_memory_behind(tmp_path: Pat
     (tmp_path / LEGACY_FILE).write_bytes(b"")  # an older adapter's file in the same directory
     assert save_ticket_memory(tmp_path, [], ModelConfig()) is None
     assert not (tmp_path / FILE).exists() and not (tmp_path / LEGACY_FILE).exists()
+
+
+def test_extend_adds_rows_found_at_once_and_a_row_with_a_known_id_is_replaced() -> None:
+    memory = _memory()
+    n = len(memory)
+    mail = "Subject: Mailbox full\n\nMy mailbox quota is full and I cannot receive any new mail."
+    assert memory.nearest([mail], ["en"], min_similarity=0.25) == [None]
+    added = memory.extend(
+        ["jira:SUP-9", "invoice-en", "empty"],
+        [mail, TEXTS[2], "   "],  # a row without text is skipped, as in build
+        ["We raised your mailbox quota to 10 GB; new mail arrives again.", None, None],
+        [{"queue": "Mail"}, {"queue": "Finance"}, {"queue": "x"}],
+    )
+    assert added == 2 and len(memory) == n + 1  # the invoice row was replaced, not duplicated
+    match = memory.nearest(
+        ["Subject: mailbox is full\n\nI cannot receive new mail, the quota is full."], ["en"], min_similarity=0.25
+    )[0]
+    assert match is not None and match.source_id == "jira:SUP-9" and "mailbox quota" in match.reply
+    labels = dict(zip([r["id"] for r in memory.rows], memory.labels_of("queue"), strict=True))
+    assert labels["jira:SUP-9"] == "Mail" and labels["invoice-en"] == "Finance"
+    # the replaced row carries only what the review said: no reply now, so it is no longer suggested
+    invoice = memory.nearest([TEXTS[2]], ["en"], min_similarity=0.25)[0]
+    assert invoice is None or invoice.source_id != "invoice-en"
+    assert memory.extend([], [], []) == 0
