@@ -1,5 +1,6 @@
 """The ticket memory: the training file's tickets (text, labels, the agent's reply), found again by TF-IDF similarity
-(word n-grams to find candidates, word + character n-grams to choose among them).
+(word n-grams to find candidates, word + character n-grams to choose among them). Tickets reviewed after training
+are added as they are reviewed (`extend`; the worker's workers/memory_sync.py), without refitting anything.
 
 Two uses, both measured on this project's data (MODEL_CARD.md):
 - **replies**: the reply an agent wrote to the most similar earlier ticket scores higher against reference replies
