@@ -93,3 +93,33 @@ def test_soft_time_limit_leaves_a_sensible_margin_for_short_and_long_limits() ->
     for limit, soft in ((5, 4), (11, 10), (60, 54), (600, 590)):
         app = make_celery(Settings(worker={"task_time_limit_s": limit, "visibility_timeout_s": limit + 1}))
         assert (app.conf.task_time_limit, app.conf.task_soft_time_limit) == (limit, soft)
+
+
+def _declare_at_once(broker_url: str, barrier: object) -> None:
+    """One process of the race below: wait for the others, then declare."""
+    from workers.app import _declare_sqla_queues
+
+    app = make_worker_app(Settings(broker_url=broker_url, model={"backend": "fake"}))
+    barrier.wait()  # type: ignore[attr-defined]
+    raise SystemExit(0 if _declare_sqla_queues(app, broker_url) else 1)
+
+
+def test_processes_declaring_the_embedded_brokers_queues_at_once_all_succeed_with_one_row_each(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # CI caught `itsm-triage run`'s worker dying at startup ("Unrecoverable error: IntegrityError ... kombu_queue.name")
+    # when the API published the first webhook's task while the worker created the same queue row.
+    import multiprocessing as mp
+    import sqlite3
+
+    ctx = mp.get_context("fork")
+    for round_ in range(5):
+        url = f"sqla+sqlite:///{tmp_path / f'broker{round_}.db'}"
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_declare_at_once, args=(url, barrier)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+        with sqlite3.connect(tmp_path / f"broker{round_}.db") as db:
+            names = sorted(r[0] for r in db.execute("SELECT name FROM kombu_queue"))
+        assert names == sorted([TRIAGE_QUEUE, DELIVER_QUEUE])
