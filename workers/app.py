@@ -212,8 +212,20 @@ def _declare_sqla_queues(app: Celery, broker_url: str, attempts: int = 5) -> boo
         except (IntegrityError, OperationalError) as exc:  # the other process won the race: its row is there now
             log.info("broker_queue_declare_retry", attempt=attempt + 1, error=type(exc).__name__)
             time.sleep(0.1 * (attempt + 1))
+        finally:
+            _forget_sqla_engines()
     log.warning("broker_queues_not_declared", attempts=attempts)  # the consumer will try once more itself
     return False
+
+
+def _forget_sqla_engines() -> None:
+    """Close the engines kombu's SQLAlchemy transport caches per class: the worker's pool children fork after this
+    declaration, and a forked child must not inherit (and share) the parent's pooled SQLite connections."""
+    from kombu.transport.sqlalchemy import Channel
+
+    for engine, _ in list(Channel._engines.values()):
+        engine.dispose()
+    Channel._engines.clear()
 
 
 def _tune_sqlite_broker(broker_url: str) -> None:

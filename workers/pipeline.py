@@ -85,10 +85,10 @@ def run_batches(ctx: PipelineContext, event_ids: list[int], report: TriageReport
                 more = time.monotonic() < deadline
                 prefetch = pool.submit(_claim_and_prepare, ctx, report, heartbeat) if more else None
                 if work:
-                    started = time.perf_counter()
                     try:
                         triager = ctx.triager()
-                        _learn(ctx, triager)
+                        _learn(ctx, triager)  # before the clock starts: a poll is not model latency
+                        started = time.perf_counter()
                         results = triager.triage(inputs)
                         if len(results) != len(inputs):
                             raise RuntimeError(f"model returned {len(results)} results for {len(inputs)} tickets")
