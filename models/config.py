@@ -26,6 +26,9 @@ class ModelConfig:
     reply_mode: str = "retrieve"
     # mean of word and character TF-IDF cosines; below it a past reply scored no better than a draft
     reply_min_similarity: float = 0.25
+    # most rows the ticket memory keeps as reviewed tickets are added (Triager.remember): the least recently
+    # added go first, training rows before reviews; 0 = no bound
+    memory_max_rows: int = 50000
 
 
 @dataclass

@@ -197,7 +197,11 @@ class Triager:
             return 0
         kept = [{f: v for f, v in labs.items() if v in self._fields.get(f, ())} for labs in labels]
         return self.memory.extend(
-            [str(t.id) for t in tickets], [self.prepare(t)[0] for t in tickets], list(replies), kept
+            [str(t.id) for t in tickets],
+            [self.prepare(t)[0] for t in tickets],
+            list(replies),
+            kept,
+            max_rows=self.cfg.memory_max_rows,
         )
 
     # ---------------------------------------------------------------- replies

@@ -95,9 +95,12 @@ class TicketMemory:
         texts: Sequence[str],
         replies: Sequence[str | None],
         labels: Sequence[Mapping[str, str]] | None = None,
+        max_rows: int = 0,
     ) -> int:
         """Add tickets (reviewed after training: corrected labels, sent replies) without refitting the vocabularies;
-        a row whose id is already held is replaced (the latest review wins). Returns the rows added or replaced.
+        a row whose id is already held is replaced and moves to the end (the latest review wins). Beyond `max_rows`
+        (0: no bound) the rows at the front go: the training rows first, then the least recently reviewed.
+        Returns the rows added or replaced.
 
         Words the training tickets never used do not count in the word index, but their character n-grams do in the
         re-ranking. Not safe to call while another thread searches this memory (the worker calls it between batches).
@@ -110,6 +113,9 @@ class TicketMemory:
             return 0
         keep = [i for i, r in enumerate(self.rows) if r["id"] not in latest]
         added = list(latest.values())
+        if max_rows and len(keep) + len(added) > max_rows:
+            added = added[-max_rows:]
+            keep = keep[len(keep) - (max_rows - len(added)) :] if max_rows > len(added) else []
         rows = [self.rows[i] for i in keep] + added
         matrix = vstack([self._matrix[keep], self._vec.transform([r["text"] for r in added])]).tocsr()
         self.rows, self._matrix = rows, matrix

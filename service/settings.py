@@ -125,6 +125,12 @@ class ModelSettings(BaseModel):
         description="How often a triage worker adds newly reviewed tickets (corrected labels, sent replies) to the "
         "ticket memory, so they vote and can be suggested at once; 0: only retraining learns from reviews.",
     )
+    memory_max_rows: int = Field(
+        50000,
+        ge=0,
+        description="Most tickets the ticket memory holds as reviewed tickets are added (the least recently added go "
+        "first, training tickets before reviews); 0: no bound.",
+    )
     backend: Literal["hf", "fake"] = Field(
         "hf", description="'hf' runs the LLM; 'fake' is a deterministic test double for plumbing tests only."
     )

@@ -87,6 +87,7 @@ def model_config(settings: Settings, adapter: str | None = None) -> Any:
         max_input_chars=m.max_input_chars,
         reply_mode=m.reply_mode,
         reply_min_similarity=m.reply_min_similarity,
+        memory_max_rows=m.memory_max_rows,
     )
 
 

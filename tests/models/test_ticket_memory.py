@@ -195,3 +195,19 @@ def test_extend_adds_rows_found_at_once_and_a_row_with_a_known_id_is_replaced() 
     invoice = memory.nearest([TEXTS[2]], ["en"], min_similarity=0.25)[0]
     assert invoice is None or invoice.source_id != "invoice-en"
     assert memory.extend([], [], []) == 0
+
+
+def test_a_bounded_memory_lets_the_oldest_rows_go_first_and_a_re_review_counts_as_new() -> None:
+    memory = _memory()  # three rows from training: vpn-en, vpn-de, invoice-en
+    texts = [f"Subject: Case {i}\n\nDistinct problem number {i} with the {w} service." for i, w in enumerate("abcd")]
+    memory.extend(["r0", "r1"], texts[:2], [None, None], [{"queue": "A"}, {"queue": "B"}], max_rows=4)
+    assert [r["id"] for r in memory.rows] == ["vpn-de", "invoice-en", "r0", "r1"]  # training rows go first
+    memory.extend(["r0", "r2"], [texts[0], texts[2]], [None, None], [{"queue": "C"}, {"queue": "D"}], max_rows=4)
+    assert [r["id"] for r in memory.rows] == ["invoice-en", "r1", "r0", "r2"]  # r0 reviewed again: now the newest
+    assert memory.labels_of("queue") == [None, "B", "C", "D"]
+    memory.extend(["r3", "r4", "r5"], [texts[3], texts[0], texts[1]], [None] * 3, [{"queue": "E"}] * 3, max_rows=2)
+    assert [r["id"] for r in memory.rows] == ["r4", "r5"]
+    assert memory._matrix.shape[0] == len(memory) == len(memory._languages) == len(memory._has_reply)
+    # the index still answers for the rows it kept
+    idx, _ = memory.search([texts[1]], 1)[0]
+    assert memory.rows[int(idx[0])]["id"] == "r5"
