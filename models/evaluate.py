@@ -4,10 +4,12 @@ reliability diagram and the coverage curve."""
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import numpy as np
 
 from models import adapter as adapter_io
 from models import language as lang
+from models import neighbours
 from models.calibration import classification_report
 from models.config import ModelConfig
 from models.data import DataError, Ticket, load_tickets, split
@@ -48,6 +51,32 @@ def baseline(
     return m, m.C
 
 
+def reviewed_votes(triager: Any, tickets: Sequence[Ticket], texts: Sequence[str], batch: int) -> dict[str, np.ndarray]:
+    """The neighbour votes each ticket would get if the tickets arrived in file order, `batch` at a time, and each
+    batch was reviewed (its labels and reply remembered, as the worker's memory sync does) before the next arrived.
+    Only the votes change; the LLM and the lexical partner are as trained. Empty for an adapter without votes."""
+    calib = triager.meta.get("calibration", {})
+    curves = {f: c["neighbours"]["agreement"] for f, c in calib.items() if f in triager.fields and "neighbours" in c}
+    if triager.memory is None or not curves:
+        return {}
+    memory = copy.deepcopy(triager.memory)  # the triager's own memory stays as shipped
+    sets = {f: triager.fields[f] for f in curves}
+    out = {f: np.zeros((len(texts), len(labs))) for f, labs in sets.items()}
+    for s in range(0, len(texts), batch):
+        votes = neighbours.member(memory, list(texts[s : s + batch]), sets, curves)
+        for f in sets:
+            out[f][s : s + batch] = votes[f]
+        done = tickets[s : s + batch]
+        memory.extend(
+            [t.id for t in done],
+            list(texts[s : s + batch]),
+            [t.reply for t in done],
+            [{f: v for f, v in t.labels.items() if v in sets.get(f, ())} for t in done],
+            max_rows=triager.cfg.memory_max_rows,
+        )
+    return out
+
+
 def retrieval_replies(train_t: Sequence[Ticket], test_texts: Sequence[str], max_chars: int) -> list[str]:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -68,6 +97,7 @@ def evaluate(
     reply_sample: int = 200,
     draft_replies: bool = True,
     log_fn: Any = print,
+    replay_reviews: int = 0,
 ) -> dict[str, Any]:
     from models.inference import Triager
 
@@ -93,6 +123,7 @@ def evaluate(
     t1 = time.time()
     comps = triager.classify_components(texts)
     cls_s = time.time() - t1
+    replayed = reviewed_votes(triager, test_t, texts, replay_reviews) if replay_reviews > 0 else {}
     base, C = baseline(train_t, val_t, {f: fields[f] for f in usable}, mcfg.max_input_chars)
     base_lp = base.logprobs(texts)
     partner = triager.lexical
@@ -128,6 +159,10 @@ def evaluate(
             reps["lexical_partner"] = classification_report(np.exp(sc.lexical)[keep], y, labs)
         if sc.neighbours is not None:
             reps["neighbour_votes"] = classification_report(np.exp(sc.neighbours)[keep], y, labs)
+        if f in replayed:
+            reps["model_reviews_remembered"] = classification_report(
+                replace(sc, neighbours=replayed[f]).probs()[keep], y, labs
+            )
         results["fields"][f] = {
             **reps,
             "unseen_labels_in_test": dict(unseen),
@@ -211,10 +246,11 @@ def _reply_metrics(
 
 
 def _print(r: dict[str, Any], log_fn: Any) -> None:
-    log_fn(f"{'field':<10} {'system':<22} {'acc':>6} {'macroF1':>8} {'ECE':>6} {'P@30%':>6} {'P@60%':>6} {'P@80%':>6}")
+    log_fn(f"{'field':<10} {'system':<24} {'acc':>6} {'macroF1':>8} {'ECE':>6} {'P@30%':>6} {'P@60%':>6} {'P@80%':>6}")
     for f, reps in r["fields"].items():
         for k in (
             "model",
+            "model_reviews_remembered",
             "model_before_top_label",
             "llm_only_raw",
             "llm_only_calibrated",
@@ -227,7 +263,7 @@ def _print(r: dict[str, Any], log_fn: Any) -> None:
             m = reps[k]
             c = m["precision_at_coverage"]
             log_fn(
-                f"{f:<10} {k:<22} {m['accuracy']:6.3f} {m['macro_f1']:8.3f} {m['ece']:6.3f} "
+                f"{f:<10} {k:<24} {m['accuracy']:6.3f} {m['macro_f1']:8.3f} {m['ece']:6.3f} "
                 f"{c['0.3']:6.3f} {c['0.6']:6.3f} {c['0.8']:6.3f}"
             )
     rep = r.get("replies")

@@ -189,6 +189,14 @@ def train(
 @click.option("--report", default=None, type=click.Path(dir_okay=False), help="JSON report (+ .png next to it).")
 @click.option("--reply-sample", default=200, show_default=True, help="Tickets to draft replies for.")
 @click.option("--no-reply", is_flag=True, help="Skip reply metrics.")
+@click.option(
+    "--replay-reviews",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Also score the model as if the tickets arrived in file order N at a time and each batch was reviewed "
+    "(labels remembered, as the workers' memory sync does) before the next; 0: off.",
+)
 @click.pass_obj
 def evaluate(
     settings: Settings,
@@ -198,6 +206,7 @@ def evaluate(
     report: str | None,
     reply_sample: int,
     no_reply: bool,
+    replay_reviews: int,
 ) -> None:
     """Metrics of an adapter vs a TF-IDF + logistic-regression baseline, replies vs a retrieval baseline."""
     from models.adapter import AdapterError
@@ -214,6 +223,7 @@ def evaluate(
             reply_sample=reply_sample,
             draft_replies=not no_reply,
             log_fn=click.echo,
+            replay_reviews=replay_reviews,
         )
     except (DataError, AdapterError) as e:
         _fail(e)

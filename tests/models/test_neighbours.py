@@ -139,3 +139,23 @@ def test_a_reviewed_ticket_remembered_by_the_shipped_adapter_votes_and_is_sugges
         assert pred.reply == reply and pred.reply_source == "history:jira:SUP-77"
     finally:
         triager.memory = saved
+
+
+def test_evaluate_replays_reviews_batch_by_batch_without_touching_the_adapters_memory(triager) -> None:  # type: ignore[no-untyped-def]
+    from models.data import Ticket
+    from models.evaluate import reviewed_votes
+
+    body = "The espresso machine in the second floor canteen leaks water onto the floor every morning."
+    first = Ticket("t1", "Espresso machine leaks", body)
+    refiled = Ticket("t2", "Espresso machine leaking again", body)
+    texts = [triager.prepare(t)[0] for t in (first, refiled)]  # type: ignore[arg-type]
+    comps = triager.classify_components(texts)
+    first.labels = {f: labels[int(comps[f].probs()[0].argmin())] for f, labels in triager.fields.items()}
+    rows = len(triager.memory)
+    apart = reviewed_votes(triager, [first, refiled], texts, 1)  # the first is reviewed before the second arrives
+    together = reviewed_votes(triager, [first, refiled], texts, 2)  # both arrive before either is reviewed
+    for f, labels in triager.fields.items():
+        j = labels.index(first.labels[f])
+        assert int(apart[f][1].argmax()) == j and int(together[f][1].argmax()) != j
+        assert np.allclose(apart[f][0], together[f][0])  # the first ticket's own votes never see its review
+    assert len(triager.memory) == rows

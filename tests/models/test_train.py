@@ -65,11 +65,19 @@ def test_evaluate_writes_report_and_png(tiny_adapter: Path, tiny_data: Path, mod
 
     report = tmp_path / "report.json"
     res = evaluate(
-        str(tiny_adapter), tiny_data, report, model_cfg, train_data=tiny_data, reply_sample=2, log_fn=lambda *_: None
+        str(tiny_adapter),
+        tiny_data,
+        report,
+        model_cfg,
+        train_data=tiny_data,
+        reply_sample=2,
+        log_fn=lambda *_: None,
+        replay_reviews=4,
     )
     assert report.exists() and report.with_suffix(".png").exists()
     q = res["fields"]["queue"]
-    for k in ("model", "model_before_top_label", "lexical_partner", "tfidf_baseline", "llm_only_raw"):
+    keys = ("model", "model_reviews_remembered", "model_before_top_label", "lexical_partner", "tfidf_baseline")
+    for k in (*keys, "llm_only_raw"):
         assert {"accuracy", "macro_f1", "ece", "per_class", "confusion_matrix", "precision_at_coverage"} <= set(q[k])
     # the baseline is the plain word model, refitted, never the adapter's (stronger) partner
     assert res["baseline"]["kind"].startswith("tfidf word 1-2-gram +") and "char" not in res["baseline"]["kind"]
