@@ -209,4 +209,4 @@ def _enqueue(celery: Celery, delivery_id: int) -> None:
     try:
         enqueue(celery, DELIVER_TASK, delivery_id)
     except Exception as exc:  # noqa: BLE001 - any broker failure is survivable here
-        log.warning("delivery_enqueue_failed", delivery_id=delivery_id, error=type(exc).__name__)
+        log.warning("delivery_enqueue_failed", delivery_id=delivery_id, error=f"{type(exc).__name__}: {exc}")
