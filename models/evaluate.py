@@ -55,8 +55,7 @@ def reviewed_votes(triager: Any, tickets: Sequence[Ticket], texts: Sequence[str]
     """The neighbour votes each ticket would get if the tickets arrived in file order, `batch` at a time, and each
     batch was reviewed (its labels and reply remembered, as the worker's memory sync does) before the next arrived.
     Only the votes change; the LLM and the lexical partner are as trained. Empty for an adapter without votes."""
-    calib = triager.meta.get("calibration", {})
-    curves = {f: c["neighbours"]["agreement"] for f, c in calib.items() if f in triager.fields and "neighbours" in c}
+    curves = triager.vote_curves
     if triager.memory is None or not curves:
         return {}
     memory = copy.deepcopy(triager.memory)  # the triager's own memory stays as shipped
@@ -71,7 +70,7 @@ def reviewed_votes(triager: Any, tickets: Sequence[Ticket], texts: Sequence[str]
             [t.id for t in done],
             list(texts[s : s + batch]),
             [t.reply for t in done],
-            [{f: v for f, v in t.labels.items() if v in sets.get(f, ())} for t in done],
+            [triager.known_labels(t.labels) for t in done],
             max_rows=triager.cfg.memory_max_rows,
         )
     return out

@@ -128,6 +128,16 @@ class Triager:
             out[name] = sorted({v for row in spec["matrix"].values() for v in row.values()})
         return out
 
+    @property
+    def vote_curves(self) -> dict[str, Any]:
+        """Per field with neighbour votes, its agreement map (slope, bias) from triage.json."""
+        calib = self.meta.get("calibration", {})
+        return {f: c["neighbours"]["agreement"] for f, c in calib.items() if f in self._fields and "neighbours" in c}
+
+    def known_labels(self, labels: dict[str, str]) -> dict[str, str]:
+        """The labels that are in this adapter's label sets (a correction to a label it does not know cannot vote)."""
+        return {f: v for f, v in labels.items() if v in self._fields.get(f, ())}
+
     @classmethod
     def load(cls, cfg: ModelConfig | None = None) -> Triager:
         from peft import PeftModel
@@ -167,8 +177,7 @@ class Triager:
         logits = logits_for(self.lm, self.heads, self.ctok, texts, self.cfg.batch_size, self.device, False)
         lex = self.lexical.logprobs(texts) if self.lexical is not None else {}
         calib = self.meta.get("calibration", {})
-        curves = {f: c["neighbours"]["agreement"] for f, c in calib.items() if f in self._fields and "neighbours" in c}
-        votes = neighbours.member(self.memory, texts, self._fields, curves)
+        votes = neighbours.member(self.memory, texts, self._fields, self.vote_curves)
         out: dict[str, FieldScores] = {}
         for f, labels in self._fields.items():
             llm_lp = log_softmax(logits[f].numpy().astype(np.float64))
@@ -195,12 +204,11 @@ class Triager:
         replaced: 0 when the adapter has no ticket memory (trained with --no-ticket-memory: nothing is kept)."""
         if self.memory is None or not tickets:
             return 0
-        kept = [{f: v for f, v in labs.items() if v in self._fields.get(f, ())} for labs in labels]
         return self.memory.extend(
             [str(t.id) for t in tickets],
             [self.prepare(t)[0] for t in tickets],
             list(replies),
-            kept,
+            [self.known_labels(labs) for labs in labels],
             max_rows=self.cfg.memory_max_rows,
         )
 

@@ -57,17 +57,20 @@ class TicketMemory:
 
         if not rows:
             raise ValueError("a ticket memory needs at least one ticket")
-        self.rows = list(rows)
-        self._languages = np.array([r.get("language") or "" for r in self.rows])
-        self._has_reply = np.array([bool(r.get("reply")) for r in self.rows])
-        texts = [r["text"] for r in self.rows]
+        texts = [r["text"] for r in rows]
         self._vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1)
-        self._matrix = self._vec.fit_transform(texts)
+        self._set_rows(rows, self._vec.fit_transform(texts))
         # Character n-grams (the lexical partner's block) re-rank the word index's top candidates. Only the
         # vocabulary and idf are kept (fitted on at most _CHAR_FIT_ROWS rows): a stored character matrix would be
         # ~25x the word one.
         sample = texts if len(texts) <= _CHAR_FIT_ROWS else texts[:: -(-len(texts) // _CHAR_FIT_ROWS)]
         self._char = make_vectorizer(CHAR, min_df=2 if len(sample) >= 50 else 1).fit(sample)
+
+    def _set_rows(self, rows: Sequence[dict[str, Any]], matrix: Any) -> None:
+        """The rows, their word TF-IDF matrix (one row each) and the masks searches filter on."""
+        self.rows, self._matrix = list(rows), matrix
+        self._languages = np.array([r.get("language") or "" for r in self.rows])
+        self._has_reply = np.array([bool(r.get("reply")) for r in self.rows])
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -116,11 +119,8 @@ class TicketMemory:
         if max_rows and len(keep) + len(added) > max_rows:
             added = added[-max_rows:]
             keep = keep[len(keep) - (max_rows - len(added)) :] if max_rows > len(added) else []
-        rows = [self.rows[i] for i in keep] + added
         matrix = vstack([self._matrix[keep], self._vec.transform([r["text"] for r in added])]).tocsr()
-        self.rows, self._matrix = rows, matrix
-        self._languages = np.array([r.get("language") or "" for r in rows])
-        self._has_reply = np.array([bool(r.get("reply")) for r in rows])
+        self._set_rows([self.rows[i] for i in keep] + added, matrix)
         return len(added)
 
     def save(self, d: Path) -> None:

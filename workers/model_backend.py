@@ -12,8 +12,6 @@ from service.domain.schemas import CanonicalTicket, LabelPrediction, TriageResul
 from service.settings import Settings
 from workers.fake_triager import FakeTriager
 
-_TEXT_COLUMNS = frozenset({"id", "subject", "body", "reply"})  # a training row's other keys are label fields
-
 
 class ModelTriager:
     """Adapts models' Triager (Prediction objects) to the domain's TriageResult; one instance per process."""
@@ -38,9 +36,10 @@ class ModelTriager:
     def remember(self, rows: Sequence[dict[str, Any]]) -> int:
         """Reviewed tickets (service.review.feedback.training_rows) into the model's ticket memory."""
         from models.inference import TicketInput
+        from service.review.feedback import TEXT_COLUMNS  # the rows' producer; a row's other keys are label fields
 
         tickets = [TicketInput(id=str(r["id"]), subject=r.get("subject") or "", body=r.get("body") or "") for r in rows]
-        labels = [{k: str(v) for k, v in r.items() if k not in _TEXT_COLUMNS and v is not None} for r in rows]
+        labels = [{k: str(v) for k, v in r.items() if k not in TEXT_COLUMNS and v is not None} for r in rows]
         return int(self._triager.remember(tickets, labels, [r.get("reply") for r in rows]))
 
     def _map(self, pred: Any, per_ticket_s: float) -> TriageResult:
