@@ -6,13 +6,16 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from service.cli import main
-from service.domain.tables import AuditEntry, LabelCorrection, User
+from service.domain.tables import AuditEntry, LabelCorrection, Suggestion, SuggestionStatus, Triage, User
+from service.review import feedback
 from service.review.dashboard import compute
 from service.review.security import verify_password
 from service.settings import Settings
@@ -99,6 +102,65 @@ def test_export_training_writes_reviewed_tickets_with_corrected_labels(
     later = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%d")
     CliRunner().invoke(main, ["export-training", "--since", later, "--out", str(out)], env=_env(settings))
     assert out.read_text() == ""
+
+
+def test_training_rows_reads_many_tickets_in_a_fixed_number_of_queries_per_chunk(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's first memory poll can span tens of thousands of reviews: no queries per ticket."""
+    now = datetime.now(UTC)
+    for i in range(23):
+        sug_id = seed_suggestion(engine, subject=f"ticket {i}", body=f"body {i}", draft=f"draft {i}")
+        with Session(engine) as s:
+            sug = s.get(Suggestion, sug_id)
+            assert sug is not None
+            if i % 5 == 4:  # never reviewed: not exported
+                continue
+            sug.status = SuggestionStatus.approved
+            sug.final_reply = f"sent {i}"
+            sug.decided_at = now - timedelta(minutes=10)
+            s.add(sug)
+            if i % 3 == 0:  # re-triaged and re-approved later: the newest triage and reply win
+                again = Triage(ticket_id=sug.ticket_id, source_version=2, predictions=preds("Hardware", 0.9))
+                s.add(again)
+                s.flush()
+                assert again.id is not None
+                s.add(
+                    Suggestion(
+                        triage_id=again.id,
+                        ticket_id=sug.ticket_id,
+                        draft="again",
+                        status=SuggestionStatus.delivered,
+                        final_reply=f"sent again {i}",
+                        decided_at=now,
+                    )
+                )
+            if i == 7:
+                s.add(LabelCorrection(ticket_id=sug.ticket_id, field="priority", old_value="P3", new_value="P2"))
+            s.commit()
+
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        if str(args[2]).lstrip().upper().startswith("SELECT"):  # not SQLite's BEGIN IMMEDIATE
+            statements.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        monkeypatch.setattr(feedback, "_CHUNK", 7)
+        with Session(engine) as s:
+            rows = list(feedback.training_rows(s, since=now - timedelta(hours=1)))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+    expected = [i for i in range(23) if i % 5 != 4]
+    assert [r["subject"] for r in rows] == [f"ticket {i}" for i in expected]
+    by_subject = {r["subject"]: r for r in rows}
+    assert by_subject["ticket 3"]["reply"] == "sent again 3" and by_subject["ticket 3"]["queue"] == "Hardware"
+    assert by_subject["ticket 1"]["reply"] == "sent 1" and by_subject["ticket 1"]["queue"] == "Network"
+    assert by_subject["ticket 7"]["priority"] == "P2" and by_subject["ticket 8"]["priority"] == "P3"
+    # One query for the ids, then four per chunk of 7 (tickets, triages, replies, corrections): 1 + 3 x 4.
+    assert len(statements) == 1 + 4 * 3, statements
 
 
 def test_dashboard_measures_acceptance_edits_and_precision(
