@@ -342,7 +342,7 @@ def _halve(path: Path) -> None:
 
 def _calibration_meta(lex: LexicalModel, calib: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """triage.json's record of what `calibrate` fitted (written by train and by recalibrate)."""
-    return {"calibration": calib, "lexical_C": lex.C, "lexical": {"kind": lex.kind, "settings": lex.settings}}
+    return {"calibration": calib, "lexical": {"kind": lex.kind, "settings": lex.settings}}
 
 
 def calibrate(
@@ -443,6 +443,7 @@ def recalibrate(
     if memory:
         meta.pop("reply_memory", None)
         meta.update(_memory_meta(save_ticket_memory(d, [*train_t, *val_t], mcfg)))
+    meta.pop("lexical_C", None)  # older adapters' copy of lexical.settings' C values
     meta.update({**_calibration_meta(lex, calib), "validation": metrics})
     adapter_io.write_meta(d, meta)
     return meta

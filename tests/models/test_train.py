@@ -121,7 +121,7 @@ def test_recalibrate_keeps_llm_and_rewrites_calibration(tiny_adapter: Path, tiny
     before = (tiny_adapter / "adapter_model.safetensors").read_bytes()
     meta = recalibrate(tiny_adapter, tiny_data, model_cfg, log_fn=lambda *_: None)
     assert (tiny_adapter / "adapter_model.safetensors").read_bytes() == before
-    assert set(meta["calibration"]) == {"queue", "priority"} and meta["lexical_C"] is not None
+    assert set(meta["calibration"]) == set(meta["lexical"]["settings"]) == {"queue", "priority"}
 
 
 def test_cli_recalibrate_refuses_another_training_file(tiny_adapter: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
