@@ -18,7 +18,7 @@ import numpy as np
 from models import adapter as adapter_io
 from models import language as lang
 from models import neighbours
-from models.calibration import classification_report
+from models.calibration import bootstrap_margin, classification_report
 from models.config import ModelConfig
 from models.data import DataError, Ticket, load_tickets, split
 from models.metrics_text import chrf, longest_copied_run
@@ -146,12 +146,13 @@ def evaluate(
         unseen = Counter(t.labels[f] for t in test_t if f in t.labels and t.labels[f] not in idx)
         y = np.array([idx[t.labels[f]] for t, k in zip(test_t, keep, strict=True) if k])
         sc = comps[f]
+        base_p = np.exp(_align(base_lp[f], base.classes[f], labs))[keep]
         reps = {
             "model": classification_report(sc.probs()[keep], y, labs),
             "model_before_top_label": classification_report(sc.before_top_label()[keep], y, labs),
             "llm_only_raw": classification_report(np.exp(sc.llm)[keep], y, labs),
             "llm_only_calibrated": classification_report(sc.llm_calibrated()[keep], y, labs),
-            "tfidf_baseline": classification_report(np.exp(_align(base_lp[f], base.classes[f], labs))[keep], y, labs),
+            "tfidf_baseline": classification_report(base_p, y, labs),
         }
         # each other member alone: what the LLM adds on top of them is model minus these rows
         if sc.lexical is not None:
@@ -164,6 +165,8 @@ def evaluate(
             )
         results["fields"][f] = {
             **reps,
+            # paired over the same tickets: whether the margin over the baseline is more than this test set's noise
+            "model_vs_tfidf": bootstrap_margin(sc.probs()[keep], base_p, y),
             "unseen_labels_in_test": dict(unseen),
             "ensemble_weights": dict(zip(("llm", "lexical", "neighbours"), sc.weights, strict=True)),
             "top_label_calibration": sc.top_label,
@@ -264,6 +267,17 @@ def _print(r: dict[str, Any], log_fn: Any) -> None:
             log_fn(
                 f"{f:<10} {k:<24} {m['accuracy']:6.3f} {m['macro_f1']:8.3f} {m['ece']:6.3f} "
                 f"{c['0.3']:6.3f} {c['0.6']:6.3f} {c['0.8']:6.3f}"
+            )
+    for f, reps in r["fields"].items():
+        b = reps.get("model_vs_tfidf")
+        if b:
+            lo, hi = b["macro_f1_margin_ci95"]
+            elo, ehi = b["model_ece_ci95"]
+            share = b["share_of_resamples_margin_at_least"]
+            log_fn(
+                f"{f:<10} model - tfidf macro-F1 {b['macro_f1_margin']:+.3f} (95% CI {lo:+.3f} … {hi:+.3f}; "
+                f">= 0 in {share['0']:.0%}, >= +0.03 in {share['0.03']:.0%} of {b['resamples']} resamples); "
+                f"model ECE {b['model_ece']:.3f} (95% CI {elo:.3f} … {ehi:.3f})"
             )
     rep = r.get("replies")
     if rep and rep.get("n"):

@@ -79,6 +79,9 @@ def test_evaluate_writes_report_and_png(tiny_adapter: Path, tiny_data: Path, mod
     keys = ("model", "model_reviews_remembered", "model_before_top_label", "lexical_partner", "tfidf_baseline")
     for k in (*keys, "llm_only_raw"):
         assert {"accuracy", "macro_f1", "ece", "per_class", "confusion_matrix", "precision_at_coverage"} <= set(q[k])
+    margin = q["model_vs_tfidf"]
+    assert abs(margin["macro_f1_margin"] - (q["model"]["macro_f1"] - q["tfidf_baseline"]["macro_f1"])) < 1e-9
+    assert margin["model_ece"] == q["model"]["ece"]
     # the baseline is the plain word model, refitted, never the adapter's (stronger) partner
     assert res["baseline"]["kind"].startswith("tfidf word 1-2-gram +") and "char" not in res["baseline"]["kind"]
     assert "char_wb" in res["lexical_partner"]["kind"]
