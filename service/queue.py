@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+import structlog
 from celery import Celery
 
 from service.settings import Settings
@@ -17,6 +19,8 @@ DELIVER_TASK = "itsm.deliver"
 SWEEP_TASK = "itsm.sweep"
 
 TASK_QUEUES = {TRIAGE_EVENT_TASK: TRIAGE_QUEUE, DELIVER_TASK: DELIVER_QUEUE, SWEEP_TASK: DELIVER_QUEUE}
+
+log = structlog.get_logger(__name__)
 
 
 def make_celery(settings: Settings, *, name: str = "itsm") -> Celery:
@@ -66,3 +70,42 @@ def make_celery(settings: Settings, *, name: str = "itsm") -> Celery:
 def enqueue(app: Celery, task_name: str, *args: Any, countdown: float | None = None, producer: Any = None) -> None:
     """Publish a task by name onto its queue (ids only, never objects); pass a producer to reuse its connection."""
     app.send_task(task_name, args=list(args), queue=TASK_QUEUES[task_name], countdown=countdown, producer=producer)
+
+
+def declare_queues(app: Celery, attempts: int = 5) -> bool:
+    """Create the queues' rows in a SQLAlchemy broker before the first publish or consume (no-op for Redis).
+
+    kombu's SQLAlchemy transport creates a queue's row on first use and does not catch the unique-constraint error
+    when another process creates the same row at the same moment: a worker died at startup with "Unrecoverable
+    error: IntegrityError", and the API's first publish of a delivery failed the same way (the sweeper resent it a
+    minute later). Every process that publishes or consumes declares here, with retries on a fresh connection; after
+    that nobody creates rows and nobody races. Returns whether the rows are there.
+    """
+    if not str(app.conf.broker_url or "").startswith("sqla+"):
+        return True
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(attempts):
+        try:
+            with app.connection_for_write() as conn:
+                for name in (TRIAGE_QUEUE, DELIVER_QUEUE):
+                    conn.default_channel.queue_declare(queue=name)
+            return True
+        except (IntegrityError, OperationalError) as exc:  # the other process won the race: its row is there now
+            log.info("broker_queue_declare_retry", attempt=attempt + 1, error=type(exc).__name__)
+            time.sleep(0.1 * (attempt + 1))
+        finally:
+            _forget_sqla_engines()
+    log.warning("broker_queues_not_declared", attempts=attempts)  # the consumer will try once more itself
+    return False
+
+
+def _forget_sqla_engines() -> None:
+    """Close the engines kombu's SQLAlchemy transport caches per class: a worker's pool children fork after the
+    declaration and must not inherit (and share) the parent's pooled SQLite connections, and a session that lost
+    the race must not be reused."""
+    from kombu.transport.sqlalchemy import Channel
+
+    for engine, _ in list(Channel._engines.values()):
+        engine.dispose()
+    Channel._engines.clear()

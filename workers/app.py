@@ -6,7 +6,6 @@ import os
 import sqlite3
 import tempfile
 import threading
-import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from service.db import make_engine
 from service.domain.ports import TicketWriter, Triager
-from service.queue import DELIVER_QUEUE, SWEEP_TASK, TRIAGE_QUEUE, enqueue, make_celery
+from service.queue import DELIVER_QUEUE, SWEEP_TASK, TRIAGE_QUEUE, declare_queues, enqueue, make_celery
 from service.settings import Settings
 from workers.delivery import DeliveryContext
 from workers.memory_sync import MemorySync
@@ -168,7 +167,7 @@ def run_worker(settings: Settings, *, queues: list[str], concurrency: int, beat:
     if port:
         enable_multiprocess(settings.var_dir / "prometheus" / str(os.getpid()))
     app = make_worker_app(settings)
-    _declare_sqla_queues(app, settings.broker_url)
+    declare_queues(app)
     runtime: WorkerRuntime = app.itsm_runtime  # type: ignore[attr-defined]
     runtime.warm_model = TRIAGE_QUEUE in queues
     if port:
@@ -189,43 +188,6 @@ def run_worker(settings: Settings, *, queues: list[str], concurrency: int, beat:
         argv += ["--beat", f"--schedule={settings.var_dir / 'celerybeat-schedule'}"]
     log.info("worker_starting", queues=queues, concurrency=concurrency, beat=beat)
     app.worker_main(argv)
-
-
-def _declare_sqla_queues(app: Celery, broker_url: str, attempts: int = 5) -> bool:
-    """Create the queues' rows in a SQLAlchemy broker before consuming.
-
-    kombu's SQLAlchemy transport creates a queue's row on first use and does not catch the unique-constraint error
-    when another process (the API publishing the first webhook's task) creates the same row at the same moment:
-    the worker dies at startup with "Unrecoverable error: IntegrityError". Declared here with retries, the
-    consumer later finds the rows and never races. Returns whether the rows are there.
-    """
-    if not broker_url.startswith("sqla+"):
-        return True
-    from sqlalchemy.exc import IntegrityError, OperationalError
-
-    for attempt in range(attempts):
-        try:
-            with app.connection_for_write() as conn:
-                for name in (TRIAGE_QUEUE, DELIVER_QUEUE):
-                    conn.default_channel.queue_declare(queue=name)
-            return True
-        except (IntegrityError, OperationalError) as exc:  # the other process won the race: its row is there now
-            log.info("broker_queue_declare_retry", attempt=attempt + 1, error=type(exc).__name__)
-            time.sleep(0.1 * (attempt + 1))
-        finally:
-            _forget_sqla_engines()
-    log.warning("broker_queues_not_declared", attempts=attempts)  # the consumer will try once more itself
-    return False
-
-
-def _forget_sqla_engines() -> None:
-    """Close the engines kombu's SQLAlchemy transport caches per class: the worker's pool children fork after this
-    declaration, and a forked child must not inherit (and share) the parent's pooled SQLite connections."""
-    from kombu.transport.sqlalchemy import Channel
-
-    for engine, _ in list(Channel._engines.values()):
-        engine.dispose()
-    Channel._engines.clear()
 
 
 def _tune_sqlite_broker(broker_url: str) -> None:

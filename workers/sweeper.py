@@ -65,10 +65,11 @@ def sweep(engine: Engine, settings: Settings, enqueue: Enqueue, *, now: datetime
 def sweep_once(settings: Settings) -> SweepReport:
     """One sweep with its own engine and producer (the `itsm-triage sweep` command; no worker needed)."""
     from service.db import make_engine
-    from service.queue import enqueue, make_celery
+    from service.queue import declare_queues, enqueue, make_celery
 
     engine = make_engine(settings)
     app = make_celery(settings)
+    declare_queues(app)
     try:
         return sweep(engine, settings, lambda task, row_id, countdown: enqueue(app, task, row_id, countdown=countdown))
     finally:

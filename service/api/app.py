@@ -21,7 +21,7 @@ from service.api.relay import EnqueueRelay
 from service.api.routes import health, webhooks
 from service.db import make_engine
 from service.domain.ports import WebhookParser
-from service.queue import make_celery
+from service.queue import declare_queues, make_celery
 from service.settings import Settings
 from service.webhooks.jira import JiraWebhookParser
 from service.webhooks.servicenow import ServiceNowWebhookParser
@@ -42,6 +42,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, celery: Cele
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(declare_queues, celery)  # before the first publish races a worker's declaration
         app.state.relay.start()
         jira = app.state.parsers["jira"]
         if isinstance(jira, JiraWebhookParser) and not settings.jira.account_id:

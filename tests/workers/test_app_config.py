@@ -97,11 +97,11 @@ def test_soft_time_limit_leaves_a_sensible_margin_for_short_and_long_limits() ->
 
 def _declare_at_once(broker_url: str, barrier: object) -> None:
     """One process of the race below: wait for the others, then declare."""
-    from workers.app import _declare_sqla_queues
+    from service.queue import declare_queues
 
     app = make_worker_app(Settings(broker_url=broker_url, model={"backend": "fake"}))
     barrier.wait()  # type: ignore[attr-defined]
-    raise SystemExit(0 if _declare_sqla_queues(app, broker_url) else 1)
+    raise SystemExit(0 if declare_queues(app) else 1)
 
 
 def test_processes_declaring_the_embedded_brokers_queues_at_once_all_succeed_with_one_row_each(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -123,3 +123,30 @@ def test_processes_declaring_the_embedded_brokers_queues_at_once_all_succeed_wit
         with sqlite3.connect(tmp_path / f"broker{round_}.db") as db:
             names = sorted(r[0] for r in db.execute("SELECT name FROM kombu_queue"))
         assert names == sorted([TRIAGE_QUEUE, DELIVER_QUEUE])
+
+
+def test_the_api_and_the_sweep_command_declare_the_embedded_brokers_queues_before_publishing(settings) -> None:  # type: ignore[no-untyped-def]
+    # CI caught the review API's first delivery publish failing with the same IntegrityError while a worker started:
+    # every publisher declares up front, so no publish ever creates a queue row.
+    import sqlite3
+
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+    from workers.sweeper import sweep_once
+
+    broker_db = settings.broker_url.removeprefix("sqla+sqlite:///")
+
+    def rows() -> list[str]:
+        with sqlite3.connect(broker_db) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return sorted(r[0] for r in db.execute("SELECT name FROM kombu_queue")) if "kombu_queue" in tables else []
+
+    assert rows() == []
+    with TestClient(create_app(settings)):
+        assert rows() == sorted([TRIAGE_QUEUE, DELIVER_QUEUE])
+
+    other = settings.model_copy(update={"broker_url": settings.broker_url.replace("broker.db", "broker2.db")})
+    broker_db = other.broker_url.removeprefix("sqla+sqlite:///")
+    sweep_once(other)
+    assert rows() == sorted([TRIAGE_QUEUE, DELIVER_QUEUE])
