@@ -304,8 +304,9 @@ def dtype_table(args: argparse.Namespace, m_ref: dict[str, Any]) -> dict[str, An
     out: dict[str, Any] = {}
     preds: dict[str, Any] = {}
     for name in ("float32", "bfloat16", "int8", "int8_per_channel"):
-        m = load(args, "float32" if name.startswith("int8") else name)
-        if name.startswith("int8"):
+        int8 = name.startswith("int8")
+        m = load(args, "float32" if int8 else name)
+        if int8:
             # Dynamic quantisation replaces nn.Linear modules; peft's LoRA layers wrap them, so fold the adapter
             # into the base weights first (what an int8 deployment would ship). Per-tensor weight scales are the
             # default; per-channel ones (a scale per output row) keep the rows with small weights apart.
@@ -315,7 +316,7 @@ def dtype_table(args: argparse.Namespace, m_ref: dict[str, Any]) -> dict[str, An
             m["lm"] = q.quantize_dynamic(lm, spec, dtype=torch.qint8)
         t = timeit(lambda m=m: classify({**m, "ids": m["ids"][:16], "mask": m["mask"][:16]}, 16), "cpu", 2)
         tr = m["triager"]
-        probs = tr.classify_texts(m["texts"]) if not name.startswith("int8") else None
+        probs = tr.classify_texts(m["texts"]) if not int8 else None
         p = classify(m, 16)
         preds[name] = p
         row: dict[str, Any] = {"tickets_per_s": 16 / t}

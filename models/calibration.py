@@ -241,15 +241,14 @@ def bootstrap_margin(
     n, k = p.shape
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, (n_boot, n))
-    counts = np.zeros((n_boot, n))
-    np.add.at(counts, (np.arange(n_boot)[:, None], idx), 1.0)
-    diff = weighted_macro_f1(p.argmax(1), y, k, counts) - weighted_macro_f1(base.argmax(1), y, k, counts)
-    ones = np.ones((1, n))
+    counts = np.zeros((n_boot + 1, n))
+    counts[0] = 1.0  # row 0: the test set itself, the others one resample each
+    np.add.at(counts, (np.arange(1, n_boot + 1)[:, None], idx), 1.0)
+    margins = weighted_macro_f1(p.argmax(1), y, k, counts) - weighted_macro_f1(base.argmax(1), y, k, counts)
+    diff = margins[1:]
     eces = np.array([ece(p[i], y[i]) for i in idx])
     return {
-        "macro_f1_margin": float(
-            weighted_macro_f1(p.argmax(1), y, k, ones)[0] - weighted_macro_f1(base.argmax(1), y, k, ones)[0]
-        ),
+        "macro_f1_margin": float(margins[0]),
         "macro_f1_margin_ci95": [float(v) for v in np.percentile(diff, [2.5, 97.5])],
         "share_of_resamples_margin_at_least": {"0": float((diff >= 0).mean()), "0.03": float((diff >= 0.03).mean())},
         "model_ece": ece(p, y),

@@ -146,9 +146,10 @@ def evaluate(
         unseen = Counter(t.labels[f] for t in test_t if f in t.labels and t.labels[f] not in idx)
         y = np.array([idx[t.labels[f]] for t, k in zip(test_t, keep, strict=True) if k])
         sc = comps[f]
+        model_p = sc.probs()[keep]
         base_p = np.exp(_align(base_lp[f], base.classes[f], labs))[keep]
         reps = {
-            "model": classification_report(sc.probs()[keep], y, labs),
+            "model": classification_report(model_p, y, labs),
             "model_before_top_label": classification_report(sc.before_top_label()[keep], y, labs),
             "llm_only_raw": classification_report(np.exp(sc.llm)[keep], y, labs),
             "llm_only_calibrated": classification_report(sc.llm_calibrated()[keep], y, labs),
@@ -166,7 +167,7 @@ def evaluate(
         results["fields"][f] = {
             **reps,
             # paired over the same tickets: whether the margin over the baseline is more than this test set's noise
-            "model_vs_tfidf": bootstrap_margin(sc.probs()[keep], base_p, y),
+            "model_vs_tfidf": bootstrap_margin(model_p, base_p, y),
             "unseen_labels_in_test": dict(unseen),
             "ensemble_weights": dict(zip(("llm", "lexical", "neighbours"), sc.weights, strict=True)),
             "top_label_calibration": sc.top_label,

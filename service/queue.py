@@ -96,7 +96,7 @@ def declare_queues(app: Celery, attempts: int = 5) -> bool:
             time.sleep(0.1 * (attempt + 1))
         finally:
             _forget_sqla_engines()
-    log.warning("broker_queues_not_declared", attempts=attempts)  # the consumer will try once more itself
+    log.warning("broker_queues_not_declared", attempts=attempts)  # the first publish or consume tries once more
     return False
 
 
