@@ -104,7 +104,7 @@ def load(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
             "triager": None,
         }
     from models.inference import Triager
-    from models.train import texts_of
+    from models.rows import texts_of
 
     cfg = ModelConfig(device=args.device, dtype=dtype, adapter=args.adapter, batch_size=16)
     tr = Triager.load(cfg)
@@ -131,7 +131,7 @@ def load(args: argparse.Namespace, dtype: str) -> dict[str, Any]:
 def sample_texts(args: argparse.Namespace) -> tuple[list[str], list[dict[str, str]] | None]:
     if args.data:
         from models.data import load_tickets
-        from models.train import texts_of
+        from models.rows import texts_of
 
         tickets, _ = load_tickets(args.data, None, require_labels=False)
         # a seeded sample, not the file's first rows: a file's order is not random (the shared test split opens

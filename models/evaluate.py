@@ -20,19 +20,9 @@ from models import language as lang
 from models import neighbours
 from models.calibration import bootstrap_margin, classification_report
 from models.config import ModelConfig
-from models.data import DataError, Ticket, load_tickets, split
+from models.data import DataError, Ticket, load_tickets
 from models.metrics_text import chrf, longest_copied_run
-from models.train import _align, texts_of
-
-
-def training_split(meta: dict[str, Any], train_data: str | Path) -> tuple[list[Ticket], list[Ticket]]:
-    """Re-create the adapter's train / validation rows from its training file (same hash split)."""
-    fields = list(meta["fields"])
-    tickets, _ = load_tickets(train_data, fields)
-    d = meta.get("data", {})
-    if d.get("val_fraction"):
-        return split(tickets, float(d["val_fraction"]), seed=int(d.get("seed", 13)))
-    return tickets, []
+from models.rows import align, texts_of, training_split
 
 
 def baseline(
@@ -147,7 +137,7 @@ def evaluate(
         y = np.array([idx[t.labels[f]] for t, k in zip(test_t, keep, strict=True) if k])
         sc = comps[f]
         model_p = sc.probs()[keep]
-        base_p = np.exp(_align(base_lp[f], base.classes[f], labs))[keep]
+        base_p = np.exp(align(base_lp[f], base.classes[f], labs))[keep]
         reps = {
             "model": classification_report(model_p, y, labs),
             "model_before_top_label": classification_report(sc.before_top_label()[keep], y, labs),

@@ -16,6 +16,7 @@ from models import language as lang
 from models import neighbours, prompts
 from models.calibration import FieldScores, log_softmax
 from models.config import ModelConfig
+from models.rows import align
 from models.ticket_memory import TicketMemory
 
 GREETINGS = {
@@ -140,14 +141,16 @@ class Triager:
 
     @classmethod
     def load(cls, cfg: ModelConfig | None = None) -> Triager:
+        from models.loading import load_base, network_policy, pick_device
+
+        cfg = cfg or ModelConfig()
+        network_policy(cfg)  # before transformers / peft are imported: their hub flags are read at import
         from peft import PeftModel
         from safetensors.torch import load_file
 
         from models.classifier import Heads, cpu_has_bf16
         from models.lexical import LexicalModel
-        from models.loading import load_base, pick_device
 
-        cfg = cfg or ModelConfig()
         d = adapter_io.resolve_adapter(cfg.adapter)
         meta = adapter_io.read_meta(d)
         dtype = cfg.dtype
@@ -172,7 +175,6 @@ class Triager:
         partner's and the neighbour votes' log-probs are returned whenever the adapter has them; each counts in
         the ensemble only with a weight > 0."""
         from models.classifier import logits_for
-        from models.train import _align
 
         logits = logits_for(self.lm, self.heads, self.ctok, texts, self.cfg.batch_size, self.device, False)
         lex = self.lexical.logprobs(texts) if self.lexical is not None else {}
@@ -183,7 +185,7 @@ class Triager:
             llm_lp = log_softmax(logits[f].numpy().astype(np.float64))
             cal = calib.get(f, {})
             a_t = float(cal.get("llm_temperature_weight", 1.0))
-            lex_lp = _align(lex[f], self.lexical.classes[f], labels) if f in lex else None  # type: ignore[union-attr]
+            lex_lp = align(lex[f], self.lexical.classes[f], labels) if f in lex else None  # type: ignore[union-attr]
             b = float(cal.get("lexical_weight", 0.0)) if lex_lp is not None else 0.0
             g = float(cal.get("neighbour_weight", 0.0)) if f in votes else 0.0
             # without a partner or votes: the LLM's own temperature
@@ -211,6 +213,10 @@ class Triager:
             [self.known_labels(labs) for labs in labels],
             max_rows=self.cfg.memory_max_rows,
         )
+
+    def forget(self, ids: Sequence[str]) -> int:
+        """Remove these ticket ids from the ticket memory (erasure); returns the rows removed (0 without a memory)."""
+        return self.memory.forget(ids) if self.memory is not None else 0
 
     # ---------------------------------------------------------------- replies
     def suggest_replies(self, texts: Sequence[str], languages: Sequence[str | None]) -> list[tuple[str, str]]:
@@ -261,7 +267,7 @@ class Triager:
                 prompts_txt.append(p + greet)
                 prefills.append(greet)
             enc = self.tok(prompts_txt, return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(self.device) for k, v in enc.items()}
+            enc = {k: enc[k].to(self.device) for k in ("input_ids", "attention_mask")}  # no token_type_ids (4.x)
             with torch.inference_mode(), self.lm.disable_adapter():
                 out = self.lm.generate(
                     **enc,

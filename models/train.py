@@ -31,7 +31,7 @@ from models.calibration import (
 from models.config import ModelConfig, TrainConfig
 from models.data import DataError, Ticket, file_hash, label_sets, load_tickets, split
 from models.lexical import LexicalModel
-from models.prompts import sanitize, ticket_text
+from models.rows import align, label_matrix, texts_of, training_split
 from models.ticket_memory import FILE as MEMORY_FILE
 from models.ticket_memory import LEGACY_FILE as LEGACY_MEMORY_FILE
 from models.ticket_memory import TicketMemory
@@ -51,15 +51,6 @@ def code_version() -> str:
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
-
-
-def texts_of(tickets: Sequence[Ticket], max_chars: int) -> list[str]:
-    return [ticket_text(sanitize(t.subject), sanitize(t.body))[:max_chars] for t in tickets]
-
-
-def label_matrix(tickets: Sequence[Ticket], sets: dict[str, list[str]]) -> np.ndarray:
-    idx = {f: {lab: i for i, lab in enumerate(labels)} for f, labels in sets.items()}
-    return np.array([[idx[f].get(t.labels.get(f, ""), -100) for f in sets] for t in tickets], dtype=np.int64)
 
 
 class _Features:
@@ -95,6 +86,9 @@ def train(
     val: str | Path | None = None,
     log_fn: Any = print,
 ) -> dict[str, Any]:
+    from models.loading import load_base, network_policy
+
+    network_policy(mcfg)  # before transformers / peft are imported: their hub flags are read at import
     import torch
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import save_file
@@ -102,7 +96,6 @@ def train(
 
     from models.backbone import ClassifyTokenizer, num_layers
     from models.classifier import Heads, TopModel, cpu_has_bf16, features_at, logits_for
-    from models.loading import load_base
 
     t0 = time.time()
     budget_s = tcfg.time_budget_min * 60
@@ -320,16 +313,6 @@ def _memory_meta(memory: TicketMemory | None) -> dict[str, Any]:
     return {"ticket_memory": {"rows": len(memory) if memory else 0, "replies": memory.replies if memory else 0}}
 
 
-def _align(logp: np.ndarray, have: list[str], want: list[str]) -> np.ndarray:
-    """Reorder lexical columns to the adapter's label order (labels unseen by the lexical model get -inf-ish)."""
-    out = np.full((logp.shape[0], len(want)), -30.0)
-    pos = {c: i for i, c in enumerate(have)}
-    for j, c in enumerate(want):
-        if c in pos:
-            out[:, j] = logp[:, pos[c]]
-    return log_softmax(out)
-
-
 def _halve(path: Path) -> None:
     """Store LoRA weights in fp16 (half the size; peft casts them back to fp32 on load)."""
     import torch
@@ -382,7 +365,7 @@ def calibrate(
         keep = y_val[:, i] >= 0
         yv = y_val[keep, i]
         llm_lp = log_softmax(np.asarray(val_logits[f], dtype=np.float64))[keep]
-        lex_lp = _align(lex_val[f], lex.classes[f], labs)[keep]
+        lex_lp = align(lex_val[f], lex.classes[f], labs)[keep]
         votes_lp, curve = None, None
         if memory is not None:
             kept = [h for h, k in zip(hits, keep, strict=True) if k]
@@ -421,7 +404,6 @@ def recalibrate(
 ) -> dict[str, Any]:
     """Refit the lexical partner, the ticket memory (unless `memory` is false) and the calibration of an adapter on
     its own train / validation split (the LLM weights are unchanged)."""
-    from models.evaluate import training_split
     from models.inference import Triager
 
     d = Path(adapter_dir)
