@@ -24,20 +24,34 @@ def num_layers(model: Any) -> int:
     return len(decoder(model).layers)
 
 
+def additive_mask(attention_mask: Any, dtype: Any) -> Any:
+    """(B,1,T,T) additive attention mask: 0 where query i may attend key j (j <= i and j a real token), the dtype's
+    minimum elsewhere.
+
+    Built here rather than with transformers' mask helpers: those are private and changed signature between releases
+    (`past_key_values=` in 5.17, `cache=` in 5.25), while an additive 4D mask is what the eager and SDPA attention of
+    every release since 4.x accept. With right padding every query row sees at least the first token, so no row is
+    fully masked (which would give NaN)."""
+    import torch
+
+    t = attention_mask.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=attention_mask.device).tril()
+    allowed = causal[None, None] & attention_mask[:, None, None, :].bool()
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=attention_mask.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
 def run_layers(model: Any, hidden: Any, attention_mask: Any, start: int, end: int, final_norm: bool) -> Any:
     """hidden (B,T,D) as input to layer `start` -> output of layer end-1 (normed if final_norm)."""
     import torch
-    from transformers.masking_utils import create_causal_mask
 
     dec = decoder(model)
     position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-    mask = create_causal_mask(
-        config=dec.config, inputs_embeds=hidden, attention_mask=attention_mask, cache=None, position_ids=position_ids
-    )
+    mask = additive_mask(attention_mask, hidden.dtype)
     pos = dec.rotary_emb(hidden, position_ids=position_ids)
     for layer in dec.layers[start:end]:
         hidden = layer(hidden, attention_mask=mask, position_embeddings=pos, position_ids=position_ids)
-        if isinstance(hidden, tuple):
+        if isinstance(hidden, tuple):  # transformers < 4.54 returned (hidden, ...)
             hidden = hidden[0]
     if final_norm:
         hidden = dec.norm(hidden)
