@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup run test lint typecheck imports pytest bench clean
+.PHONY: setup run test lint typecheck imports pytest test-model-versions bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,7 +37,16 @@ imports: $(VENV)/.installed
 pytest: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck imports pytest
+# The tiny-model tests again at the lowest transformers / peft releases pyproject.toml declares (installed beside the
+# venv, first on PYTHONPATH), so the declared ranges are the tested ones.
+LOWEST ?= .lowest-versions
+test-model-versions: setup
+	rm -rf $(LOWEST)
+	$(BIN)/pip install -q --no-deps --target $(LOWEST) $$($(BIN)/python .ci/lowest_versions.py)
+	PYTHONPATH=$(LOWEST) $(BIN)/python -c "import transformers, peft; print('lowest: transformers', transformers.__version__, 'peft', peft.__version__)"
+	PYTHONPATH=$(LOWEST) $(BIN)/pytest -q -p no:cacheprovider tests/models/test_tiny_llama.py
+
+test: lint typecheck imports pytest test-model-versions
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var $(LOWEST)

@@ -29,6 +29,12 @@ class ModelConfig:
     # most rows the ticket memory keeps as reviewed tickets are added (Triager.remember): the least recently
     # added go first, training rows before reviews; 0 = no bound
     memory_max_rows: int = 50000
+    # Never reach the network when loading: a hub id must already be in the local Hugging Face cache (the model is an
+    # artefact baked into the image or a volume, not a download). False lets transformers download missing files.
+    offline: bool = True
+    # transformers >= 5 swaps in "hub kernels" (downloaded from the Hub) by default; an air-gapped GPU site fails at the
+    # first training step with them on. Off unless the operator has the `kernels` cache and wants them.
+    hub_kernels: bool = False
 
 
 @dataclass

@@ -77,10 +77,30 @@ def fetch_bundled_gguf(cache_dir: Path) -> Path:
     return target
 
 
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+
+
+def portable_tokenizer_config(d: Path) -> None:
+    """Name the tokenizer class every supported transformers release knows.
+
+    transformers 5 saves `"tokenizer_class": "TokenizersBackend"`, which 4.x cannot load; the fast tokenizer class
+    (an alias of that backend in 5.x) loads the same tokenizer.json everywhere. Idempotent."""
+    import json
+
+    p = d / "tokenizer_config.json"
+    if not p.exists() or not (d / "tokenizer.json").exists():
+        return
+    cfg = json.loads(p.read_text())
+    if cfg.get("tokenizer_class") == "TokenizersBackend":
+        cfg["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+        p.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+
+
 def ensure_bundled(cache_dir: Path) -> Path:
     """Return a directory with the bundled model as safetensors + tokenizer, converting once if needed."""
     out = bundled_dir(cache_dir) / "hf"
     if (out / "model.safetensors").exists() and (out / "config.json").exists() and (out / ".complete").exists():
+        portable_tokenizer_config(out)  # a directory converted by an earlier release of this code
         return out
     gguf = fetch_bundled_gguf(cache_dir)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -101,6 +121,7 @@ def ensure_bundled(cache_dir: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), safe_serialization=True)
     tok.save_pretrained(str(tmp))
+    portable_tokenizer_config(tmp)
     (tmp / ".complete").write_text(BUNDLED_GGUF_SHA256 + "\n")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
@@ -153,8 +174,22 @@ def set_threads(threads: int | None) -> int:
     return n
 
 
+def network_policy(cfg: ModelConfig) -> None:
+    """Keep model loading, training and inference off the network unless the operator allows it.
+
+    Environment variables, because that is the one switch every transformers / huggingface_hub release reads (the
+    hub's offline flag at import, `USE_HUB_KERNELS` at each `from_pretrained`); call before importing transformers.
+    """
+    os.environ["USE_HUB_KERNELS"] = "YES" if cfg.hub_kernels else "NO"
+    if cfg.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
 def load_base(cfg: ModelConfig) -> tuple[Any, Any, str, str, Any]:
     """(model, tokenizer, device, model_version, dtype); model in eval mode."""
+    network_policy(cfg)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = pick_device(cfg.device)
@@ -162,10 +197,22 @@ def load_base(cfg: ModelConfig) -> tuple[Any, Any, str, str, Any]:
     if device == "cpu":
         set_threads(cfg.threads)
     path, version = resolve_base(cfg.base, Path(cfg.cache_dir))
-    tok = AutoTokenizer.from_pretrained(path)
+    local = {"local_files_only": True} if cfg.offline else {}
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **local)
+        # SDPA: the 4D additive mask models/backbone.py builds is valid for it (and for eager), on every release
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa", **local)
+    except OSError as exc:
+        if cfg.offline and not Path(path).exists():
+            raise ModelFetchError(
+                f"base model {path!r} is not in the local Hugging Face cache and loading is offline "
+                "(ITSM_MODEL__OFFLINE=true): pre-load it into the image or cache volume "
+                f"(`hf download {path}` with HF_HOME set), point ITSM_MODEL__BASE at a local directory, "
+                "or allow downloads with ITSM_MODEL__OFFLINE=false"
+            ) from exc
+        raise
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model = model.to(device)  # type: ignore[arg-type]
     model.eval()
     return model, tok, device, version, dtype

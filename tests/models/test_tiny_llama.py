@@ -1,0 +1,96 @@
+"""The model path on a tiny random Llama: what CI runs at both ends of the declared transformers / peft ranges
+(`make test-model-versions`), and with the network unreachable (sockets blocked)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.models.conftest import tiny_rows
+from tests.models.tiny_llama import build_tiny_llama, bundled_tokenizer_dir
+
+pytestmark = pytest.mark.skipif(
+    not (bundled_tokenizer_dir() / "tokenizer.json").exists(), reason="bundled tokenizer not fetched (make setup)"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from models.config import ModelConfig
+
+    return ModelConfig(
+        base=str(tiny_base),
+        device="cpu",
+        dtype="float32",
+        cache_dir=tmp_path_factory.mktemp("cache"),
+        max_new_tokens=12,
+        batch_size=4,
+    )
+
+
+def test_our_layer_loop_matches_the_models_own_forward(tiny_cfg) -> None:  # type: ignore[no-untyped-def]
+    """run_layers (our mask, our loop over the decoder layers) gives the hidden states the library's own forward
+    gives on every real token: the check that fails when a transformers release changes the layer interface."""
+    import torch
+
+    from models.backbone import ClassifyTokenizer, embed, num_layers, run_layers
+    from models.loading import load_base
+
+    lm, tok, _, _, _ = load_base(tiny_cfg)
+    ids, mask = ClassifyTokenizer(tok, 32)(["VPN down since this morning", "x", "Rechnung doppelt abgebucht " * 3])
+    with torch.inference_mode():
+        ours = run_layers(lm, embed(lm, ids), mask, 0, num_layers(lm), True)
+        theirs = lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    assert torch.allclose(ours[real], theirs[real], atol=1e-4), (ours[real] - theirs[real]).abs().max()
+    # split in two (the cached-bottom-layers path of training) gives the same result
+    with torch.inference_mode():
+        h = run_layers(lm, embed(lm, ids), mask, 0, 1, False)
+        split = run_layers(lm, h, mask, 1, num_layers(lm), True)
+    assert torch.allclose(split[real], ours[real], atol=1e-5)
+
+
+@pytest.mark.disable_socket
+def test_train_and_predict_never_reach_the_network(tiny_cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With every socket refused, an adapter is trained on the tiny base and predicts labels and drafts; hub kernels
+    stay off unless the operator turns them on."""
+    import socket
+
+    from models.config import ModelConfig, TrainConfig
+    from models.inference import TicketInput, Triager
+    from models.train import train
+
+    with pytest.raises(Exception, match="(?i)socket"):
+        socket.create_connection(("127.0.0.1", 9))  # the guard is on
+    data = tmp_path / "tiny.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in tiny_rows()))
+    out = tmp_path / "adapter"
+    tcfg = TrainConfig(
+        fields=["queue", "priority"], max_steps=2, batch_size=8, max_tokens=24, lora_layers=2, val_fraction=0.25
+    )
+    meta = train(data, out, tcfg, tiny_cfg, log_fn=lambda *_: None)
+    assert meta["training"]["steps"] == 2 and os.environ["USE_HUB_KERNELS"] == "NO"
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    tri = Triager.load(ModelConfig(**{**tiny_cfg.__dict__, "adapter": str(out), "reply_mode": "generate"}))
+    assert not getattr(tri.lm.get_base_model(), "use_kernels", False)
+    preds = tri.predict([TicketInput("1", "VPN", "VPN down again"), TicketInput("2", "", "Rechnung falsch")])
+    assert [p.labels["queue"].label in {"access", "billing", "network"} for p in preds] == [True, True]
+    assert all(abs(sum(p.labels["priority"].probabilities.values()) - 1) < 1e-6 for p in preds)
+    assert all(isinstance(p.reply, str) and p.reply_source == "model" for p in preds)
+
+
+def test_an_absent_hub_model_says_how_to_provide_it_instead_of_downloading(tmp_path: Path) -> None:
+    from models.config import ModelConfig
+    from models.loading import ModelFetchError, load_base
+
+    cfg = ModelConfig(base="example-org/not-in-the-cache-7b", device="cpu", cache_dir=tmp_path)
+    with pytest.raises(ModelFetchError, match="ITSM_MODEL__OFFLINE"):
+        load_base(cfg)
