@@ -123,6 +123,16 @@ class TicketMemory:
         self._set_rows([self.rows[i] for i in keep] + added, matrix)
         return len(added)
 
+    def forget(self, ids: Sequence[str]) -> int:
+        """Drop the rows of these ticket ids (an erasure request): they stop voting and are never suggested again.
+        The vocabularies stay as fitted (they hold words, not tickets). Returns the rows removed."""
+        gone = {str(i) for i in ids}
+        keep = [i for i, r in enumerate(self.rows) if r["id"] not in gone]
+        removed = len(self.rows) - len(keep)
+        if removed:
+            self._set_rows([self.rows[i] for i in keep], self._matrix[keep])
+        return removed
+
     def save(self, d: Path) -> None:
         """Write the rows (gzipped JSON lines, sorted keys: the same memory gives the same bytes)."""
         (d / LEGACY_FILE).unlink(missing_ok=True)
