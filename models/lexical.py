@@ -46,6 +46,7 @@ class LexicalModel:
         self.classes = classes
         # per field: the C and class weighting it was fitted with (chosen on validation by fit_tuned)
         self.settings: dict[str, dict[str, Any]] = {}
+        self._fast: list[Any] | None = None
 
     @property
     def C(self) -> dict[str, float] | None:
@@ -57,9 +58,15 @@ class LexicalModel:
         return " + ".join(f"{v.analyzer} {v.ngram_range[0]}-{v.ngram_range[1]}-gram" for v in self.vectorizers)
 
     def features(self, texts: Sequence[str]) -> Any:
+        """The stacked feature blocks of `texts` (models/fast_tfidf.py computes scikit-learn's exact vectors, 2-6x
+        faster; built on first use)."""
         from scipy.sparse import hstack
 
-        return hstack([v.transform(texts) for v in self.vectorizers]).tocsr()
+        from models.fast_tfidf import fast_vectorizer
+
+        if self._fast is None:
+            self._fast = [fast_vectorizer(v) for v in self.vectorizers]
+        return hstack([v.transform(texts) for v in self._fast]).tocsr()
 
     @staticmethod
     def _vectorise(texts: Sequence[str], char: bool) -> tuple[list[Any], Any]:

@@ -68,7 +68,7 @@ def test_train_and_predict_never_reach_the_network(tiny_cfg, tmp_path: Path) -> 
     from models.inference import TicketInput, Triager
     from models.train import train
 
-    with pytest.raises(Exception, match="(?i)socket"):
+    with pytest.raises(Exception, match=r"(?i)socket"):
         socket.create_connection(("127.0.0.1", 9))  # the guard is on
     data = tmp_path / "tiny.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in tiny_rows()))
