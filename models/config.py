@@ -29,6 +29,12 @@ class ModelConfig:
     # most rows the ticket memory keeps as reviewed tickets are added (Triager.remember): the least recently
     # added go first, training rows before reviews; 0 = no bound
     memory_max_rows: int = 50000
+    # Drafting (models/drafting.py): None = a static, compiled KV cache on CUDA, the natural shapes elsewhere; the
+    # batch sizes and prompt lengths a static batch is padded to (each pair compiled once at worker start)
+    static_drafting: bool | None = None
+    draft_batch_size: int | None = None  # None = batch_size
+    draft_batch_buckets: tuple[int, ...] = (8, 32, 64)
+    draft_prompt_buckets: tuple[int, ...] = (384, 768)
     # Never reach the network when loading: a hub id must already be in the local Hugging Face cache (the model is an
     # artefact baked into the image or a volume, not a download). False lets transformers download missing files.
     offline: bool = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,34 +17,9 @@ from models import language as lang
 from models import neighbours, prompts
 from models.calibration import FieldScores, log_softmax
 from models.config import ModelConfig
+from models.drafting import Buckets, Drafter
 from models.rows import align
 from models.ticket_memory import TicketMemory
-
-GREETINGS = {
-    "en": "Dear customer,",
-    "de": "Sehr geehrte Damen und Herren,",
-    "fr": "Bonjour,",
-    "es": "Hola,",
-    "pt": "Olá,",
-    "it": "Buongiorno,",
-    "nl": "Beste klant,",
-    "pl": "Dzień dobry,",
-    "sv": "Hej,",
-    "da": "Hej,",
-    "no": "Hei,",
-    "fi": "Hei,",
-    "cs": "Dobrý den,",
-    "tr": "Merhaba,",
-    "ru": "Здравствуйте!",
-    "uk": "Добрий день!",
-    "bg": "Здравейте!",
-    "el": "Καλησπέρα,",
-    "zh": "您好，",
-    "ja": "お問い合わせありがとうございます。",
-    "ko": "안녕하세요,",
-}
-REPLY_INPUT_TOKENS = 320
-EXAMPLE_TOKENS = 200  # of a past reply shown as an example
 
 
 @dataclass
@@ -70,6 +46,18 @@ class Prediction:
     flags: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     reply_source: str | None = None  # "model", or "history:<id>" for a past reply from the ticket memory
+
+
+@dataclass
+class Suggested:
+    """The reply suggested for one ticket: the text, its source ("model" or "history:<id>"), the ticket's language,
+    flags about the reply, and the seconds it took per ticket of its batch."""
+
+    reply: str | None
+    source: str | None
+    language: str | None
+    flags: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def draft_language_flag(ticket_language: str | None, reply: str | None) -> str | None:
@@ -121,6 +109,17 @@ class Triager:
         self.specials = self.ctok.specials
         self._fields: dict[str, list[str]] = dict(meta["fields"])
         self.derived: dict[str, Any] = dict(meta.get("derived", {}))
+        self._pool: ThreadPoolExecutor | None = None
+        self.drafter = Drafter(
+            lm,
+            tok,
+            device,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.draft_batch_size or cfg.batch_size,
+            static=cfg.static_drafting,
+            buckets=Buckets(batch=tuple(cfg.draft_batch_buckets), prompt=tuple(cfg.draft_prompt_buckets)),
+            specials=self.specials,
+        )
 
     @property
     def fields(self) -> dict[str, list[str]]:
@@ -173,13 +172,19 @@ class Triager:
     def classify_components(self, texts: Sequence[str]) -> dict[str, FieldScores]:
         """Per field: every ensemble member's log-probabilities, their weights and the calibration on top. The
         partner's and the neighbour votes' log-probs are returned whenever the adapter has them; each counts in
-        the ensemble only with a weight > 0."""
+        the ensemble only with a weight > 0.
+
+        The CPU members (lexical partner, neighbour votes) run in a helper thread while this one runs the LLM: on a
+        GPU the forward pass waits for the device with the GIL released, and on a CPU the members' Python and
+        sparse work fills what torch's threads leave."""
         from models.classifier import logits_for
 
-        logits = logits_for(self.lm, self.heads, self.ctok, texts, self.cfg.batch_size, self.device, False)
-        lex = self.lexical.logprobs(texts) if self.lexical is not None else {}
+        side = self._side_pool().submit(self._cpu_members, texts)
+        try:
+            logits = logits_for(self.lm, self.heads, self.ctok, texts, self.cfg.batch_size, self.device, False)
+        finally:
+            lex, votes = side.result()
         calib = self.meta.get("calibration", {})
-        votes = neighbours.member(self.memory, texts, self._fields, self.vote_curves)
         out: dict[str, FieldScores] = {}
         for f, labels in self._fields.items():
             llm_lp = log_softmax(logits[f].numpy().astype(np.float64))
@@ -192,6 +197,17 @@ class Triager:
             a = float(cal.get("llm_weight", 1.0)) if b > 0 or g > 0 else a_t
             out[f] = FieldScores(llm_lp, lex_lp, votes.get(f), (a, b, g), a_t, cal.get("top_label"))
         return out
+
+    def _cpu_members(self, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The lexical partner's and the neighbour votes' log-probabilities per field."""
+        lex = self.lexical.logprobs(texts) if self.lexical is not None else {}
+        return lex, neighbours.member(self.memory, texts, self._fields, self.vote_curves)
+
+    def _side_pool(self) -> ThreadPoolExecutor:
+        """One helper thread per Triager, created on first use (after any fork)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpu-members")
+        return self._pool
 
     def classify_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Calibrated probabilities per field, columns in `self.fields[field]` order (before derived fields)."""
@@ -242,46 +258,8 @@ class Triager:
     def draft_replies(
         self, texts: Sequence[str], languages: Sequence[str | None], examples: Sequence[str | None] | None = None
     ) -> list[str]:
-        """LLM drafts, batched; `examples` are past replies shown in the prompt (reply_mode "generate")."""
-        import torch
-
-        replies: list[str] = []
-        bs = max(1, self.cfg.batch_size)
-        examples = examples or [None] * len(texts)
-        for s in range(0, len(texts), bs):
-            chunk, langs = texts[s : s + bs], languages[s : s + bs]
-            prompts_txt, prefills = [], []
-            for text, code, example in zip(chunk, langs, examples[s : s + bs], strict=True):
-                ids = self.tok(text, add_special_tokens=False)["input_ids"][:REPLY_INPUT_TOKENS]
-                short = self.tok.decode(ids)
-                shown = None
-                if example:
-                    ex_ids = self.tok(prompts.sanitize(example, self.specials), add_special_tokens=False)["input_ids"]
-                    shown = self.tok.decode(ex_ids[:EXAMPLE_TOKENS])
-                msgs = prompts.reply_messages(short, lang.name(code), shown)
-                try:
-                    p = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-                except (ValueError, AttributeError):
-                    p = "\n\n".join(m["content"] for m in msgs) + "\n\n"
-                greet = GREETINGS.get(code or "", "")
-                prompts_txt.append(p + greet)
-                prefills.append(greet)
-            enc = self.tok(prompts_txt, return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: enc[k].to(self.device) for k in ("input_ids", "attention_mask")}  # no token_type_ids (4.x)
-            with torch.inference_mode(), self.lm.disable_adapter():
-                out = self.lm.generate(
-                    **enc,
-                    max_new_tokens=self.cfg.max_new_tokens,
-                    do_sample=False,
-                    repetition_penalty=1.15,
-                    no_repeat_ngram_size=4,
-                    pad_token_id=self.tok.pad_token_id,
-                )
-            gen = out[:, enc["input_ids"].shape[1] :]
-            for text, greet, g in zip(chunk, prefills, gen, strict=True):
-                body = self.tok.decode(g, skip_special_tokens=True)
-                replies.append(prompts.clean_reply((greet + body) if greet else body, text))
-        return replies
+        """LLM drafts, batched (models/drafting.py); `examples` are past replies shown in the prompt."""
+        return self.drafter.draft(texts, languages, examples)
 
     # ---------------------------------------------------------------- the API
     def prepare(self, t: TicketInput) -> tuple[str, bool, list[str]]:
@@ -300,7 +278,8 @@ class Triager:
             flags.append("no_subject")
         return text, truncated, flags
 
-    def predict(self, tickets: Sequence[TicketInput], draft_replies: bool = True) -> list[Prediction]:
+    def classify(self, tickets: Sequence[TicketInput]) -> list[Prediction]:
+        """Labels with calibrated probabilities, the language and the input flags; no reply (see `suggest`)."""
         if not tickets:
             return []
         prepared = [self.prepare(t) for t in tickets]
@@ -308,34 +287,15 @@ class Triager:
         t0 = time.perf_counter()
         probs = self.classify_texts(texts)
         t_cls = (time.perf_counter() - t0) / len(tickets)
-        languages = [lang.detect(tx) for tx in texts]
-        replies: list[str | None] = [None] * len(tickets)
-        sources: list[str | None] = [None] * len(tickets)
-        t_draft = 0.0
-        if draft_replies:
-            todo = [i for i, p in enumerate(prepared) if "empty" not in p[2]]
-            if todo:
-                t1 = time.perf_counter()
-                suggested = self.suggest_replies([texts[i] for i in todo], [languages[i] for i in todo])
-                t_draft = (time.perf_counter() - t1) / len(todo)
-                for i, (r, source) in zip(todo, suggested, strict=True):
-                    replies[i], sources[i] = r, source
         preds = []
         for i, t in enumerate(tickets):
-            flags = list(prepared[i][2])
-            mismatch = draft_language_flag(languages[i], replies[i])
-            if mismatch:
-                flags.append(mismatch)
-            if (sources[i] or "").startswith("history:"):
-                flags.append("reply_from_history")
-            labels: dict[str, LabelScore] = {}
             dists: dict[str, dict[str, float]] = {}
             for f, names in self._fields.items():
-                p = probs[f][i]
-                dists[f] = {n: float(v) for n, v in zip(names, p, strict=True)}
+                dists[f] = {n: float(v) for n, v in zip(names, probs[f][i], strict=True)}
             for f, spec in self.derived.items():
                 if all(src in dists for src in spec["from"]):
                     dists[f] = derive_matrix(dists, spec)
+            labels = {}
             for f, dist in dists.items():
                 best = max(dist, key=lambda k: dist[k])
                 labels[f] = LabelScore(label=best, confidence=dist[best], probabilities=dist)
@@ -343,14 +303,44 @@ class Triager:
                 Prediction(
                     id=str(t.id),
                     labels=labels,
-                    reply=replies[i],
-                    language=languages[i],
+                    language=lang.detect(texts[i]),
                     truncated=prepared[i][1],
-                    flags=flags,
-                    timings={"classify_s": t_cls, "draft_s": t_draft if replies[i] else 0.0},
-                    reply_source=sources[i],
+                    flags=list(prepared[i][2]),
+                    timings={"classify_s": t_cls},
                 )
             )
+        return preds
+
+    def suggest(self, tickets: Sequence[TicketInput]) -> list[Suggested]:
+        """A reply per ticket as `reply_mode` says (None for an empty ticket), with its source and flags."""
+        prepared = [self.prepare(t) for t in tickets]
+        texts = [p[0] for p in prepared]
+        languages = [lang.detect(tx) for tx in texts]
+        out = [Suggested(None, None, languages[i]) for i in range(len(tickets))]
+        todo = [i for i, p in enumerate(prepared) if "empty" not in p[2]]
+        if not todo:
+            return out
+        t0 = time.perf_counter()
+        suggested = self.suggest_replies([texts[i] for i in todo], [languages[i] for i in todo])
+        per_ticket = (time.perf_counter() - t0) / len(todo)
+        for i, (reply, source) in zip(todo, suggested, strict=True):
+            flags = [f for f in [draft_language_flag(languages[i], reply)] if f]
+            if source.startswith("history:"):
+                flags.append("reply_from_history")
+            out[i] = Suggested(reply, source, languages[i], flags, per_ticket)
+        return out
+
+    def predict(self, tickets: Sequence[TicketInput], draft_replies: bool = True) -> list[Prediction]:
+        """`classify`, and with `draft_replies` the `suggest` of every ticket merged in (one call, offline use)."""
+        preds = self.classify(tickets)
+        if draft_replies and preds:
+            for pred, sug in zip(preds, self.suggest(tickets), strict=True):
+                pred.reply, pred.reply_source = sug.reply, sug.source
+                pred.flags += sug.flags
+                pred.timings["draft_s"] = sug.seconds if sug.reply else 0.0
+        else:
+            for pred in preds:
+                pred.timings["draft_s"] = 0.0
         return preds
 
 

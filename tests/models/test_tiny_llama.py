@@ -94,3 +94,22 @@ def test_an_absent_hub_model_says_how_to_provide_it_instead_of_downloading(tmp_p
     cfg = ModelConfig(base="example-org/not-in-the-cache-7b", device="cpu", cache_dir=tmp_path)
     with pytest.raises(ModelFetchError, match="ITSM_MODEL__OFFLINE"):
         load_base(cfg)
+
+
+def test_static_bucketed_drafting_gives_the_natural_shapes_drafts(tiny_cfg) -> None:  # type: ignore[no-untyped-def]
+    """The GPU drafting path (static KV cache, batches padded to bucket sizes and prompts to bucket lengths) runs on
+    CPU too and drafts exactly what the unpadded batches draft (greedy decoding, fp32)."""
+    from models.drafting import Buckets, Drafter
+    from models.loading import load_base
+
+    lm, tok, _, _, _ = load_base(tiny_cfg)
+    texts = ["VPN down since this morning", "Rechnung doppelt abgebucht", "x", "Drucker im 2. Stock druckt nicht"]
+    langs = ["en", "de", None, "de"]
+    natural = Drafter(lm, tok, "cpu", max_new_tokens=8, batch_size=3, static=False)
+    static = Drafter(lm, tok, "cpu", max_new_tokens=8, batch_size=3, static=True, buckets=Buckets((2, 4), (128, 256)))
+    assert static.warm_up() > 0 and natural.warm_up() == 0.0
+    want = natural.draft(texts, langs)
+    assert static.draft(texts, langs) == want and all(isinstance(d, str) for d in want)
+    # a prompt longer than the largest bucket keeps its end (the question and the greeting)
+    long_static = Drafter(lm, tok, "cpu", max_new_tokens=4, batch_size=2, static=True, buckets=Buckets((2,), (64,)))
+    assert len(long_static.draft(["word " * 400], ["en"])) == 1
