@@ -42,7 +42,9 @@ class Heads(nn.Module):
 class TopModel(nn.Module):
     """Training wrapper: cached hidden states at `split` -> top layers (LoRA) -> pooled -> heads -> loss."""
 
-    def __init__(self, lm: Any, heads: Heads, split: int, device: str, autocast: bool) -> None:
+    def __init__(
+        self, lm: Any, heads: Heads, split: int, device: str, autocast: bool, checkpoint: bool = False
+    ) -> None:
         super().__init__()
         self.lm = lm
         self.heads = heads
@@ -50,12 +52,15 @@ class TopModel(nn.Module):
         self.n_layers = num_layers(lm)
         self.device_name = device
         self.autocast = autocast
+        self.checkpoint = checkpoint  # recompute each layer in the backward pass (models/backbone.py run_layers)
 
     def forward(
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None, **_: Any
     ) -> dict[str, Any]:
         with autocast_ctx(self.device_name, self.autocast):
-            h = run_layers(self.lm, hidden.to(self._dtype()), attention_mask, self.split, self.n_layers, True)
+            h = run_layers(
+                self.lm, hidden.to(self._dtype()), attention_mask, self.split, self.n_layers, True, self.checkpoint
+            )
             logits = self.heads(pool(h, attention_mask))
         out: dict[str, Any] = {"logits": torch.cat([logits[f] for f in self.heads.order], dim=-1)}
         if labels is not None:

@@ -59,6 +59,9 @@ class TrainConfig:
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     lora_layers: int | None = 4  # LoRA only in the top N layers (None = all); the rest is frozen and cached
+    # recompute each trained layer's activations in the backward pass; None = on for a GPU training > 8 layers or a
+    # 1B+ model, off on CPU (models/train.py)
+    gradient_checkpointing: bool | None = None
     epochs: float = 3.0
     lr: float = 5e-4
     head_lr: float = 2e-3

@@ -20,6 +20,7 @@ import numpy as np
 
 from models import adapter as adapter_io
 from models import neighbours
+from models.batch_plan import plan_batch
 from models.calibration import (
     FieldScores,
     classification_report,
@@ -157,8 +158,15 @@ def train(
     log_fn(f"layer-{split_at} features of {len(tr_texts)} tickets in {feat_s:.0f}s")
 
     heads = Heads(lm.config.hidden_size, sets).to(device)
-    model = TopModel(lm, heads, split_at, device, autocast)
+    checkpoint = _use_checkpointing(tcfg, device, lora_layers, lm.config.hidden_size)
+    model = TopModel(lm, heads, split_at, device, autocast, checkpoint=checkpoint)
     ds = _Features(h_tr, m_tr, y_train)
+    plan = plan_batch(tcfg.batch_size, lambda n: _probe_step(model, ds, n, device), device)
+    if plan.accumulation > 1 or checkpoint:
+        log_fn(
+            f"{plan.per_device} tickets per step x {plan.accumulation} accumulated"
+            + ("; activations recomputed in the backward pass" if checkpoint else "")
+        )
     steps_per_epoch = math.ceil(len(ds) / tcfg.batch_size)
     planned = tcfg.max_steps if tcfg.max_steps > 0 else math.ceil(tcfg.epochs * steps_per_epoch)
 
@@ -206,7 +214,8 @@ def train(
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp,
-            per_device_train_batch_size=tcfg.batch_size,
+            per_device_train_batch_size=plan.per_device,
+            gradient_accumulation_steps=plan.accumulation,
             max_steps=max_steps,
             logging_steps=max(1, min(20, max_steps // 10)),
             save_strategy="no",
@@ -279,6 +288,9 @@ def train(
             "step_seconds": round(step_s, 3),
             "device": device,
             "base_dtype": str(base_dtype).replace("torch.", ""),
+            "per_device_batch": plan.per_device,
+            "gradient_accumulation": plan.accumulation,
+            "gradient_checkpointing": checkpoint,
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(tcfg).items()},
         },
         "validation": metrics,
@@ -287,6 +299,29 @@ def train(
     adapter_io.write_meta(outd, meta)
     log_fn(f"saved adapter to {outd} ({train_s / 60:.1f} min)")
     return meta
+
+
+def _use_checkpointing(tcfg: TrainConfig, device: str, lora_layers: int, hidden: int) -> bool:
+    """The configured choice, else on for a GPU training many layers or a wide (1B+) model, where activations are
+    what runs out of memory; off on a CPU (memory is plentiful there and recomputing costs a third more time)."""
+    if tcfg.gradient_checkpointing is not None:
+        return tcfg.gradient_checkpointing
+    return device.startswith("cuda") and (lora_layers > 8 or hidden >= 2048)
+
+
+def _probe_step(model: Any, ds: _Features, n: int, device: str) -> None:
+    """One forward + backward of the n widest training tickets (the most memory a step will need), gradients
+    discarded."""
+    import torch
+
+    widest = sorted(range(len(ds)), key=lambda i: -int(ds.mask[i].sum()))[:n]
+    batch = _collate([ds[i] for i in widest])
+    out = model(**{k: v.to(device) for k, v in batch.items()})
+    out["loss"].backward()
+    model.zero_grad(set_to_none=True)
+    del out
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def save_ticket_memory(outd: Path, tickets: Sequence[Ticket], mcfg: ModelConfig) -> TicketMemory | None:

@@ -113,3 +113,53 @@ def test_static_bucketed_drafting_gives_the_natural_shapes_drafts(tiny_cfg) -> N
     # a prompt longer than the largest bucket keeps its end (the question and the greeting)
     long_static = Drafter(lm, tok, "cpu", max_new_tokens=4, batch_size=2, static=True, buckets=Buckets((2,), (64,)))
     assert len(long_static.draft(["word " * 400], ["en"])) == 1
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(tiny_cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Recomputing activations in the backward pass (what lets a 1-8B model train on one GPU) changes memory, not
+    the result: the same steps give the same weights."""
+    from safetensors.torch import load_file
+
+    from models.config import TrainConfig
+    from models.train import train
+
+    data = tmp_path / "tiny.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in tiny_rows()))
+    heads = {}
+    for flag in (False, True):
+        tcfg = TrainConfig(
+            fields=["queue"], max_steps=2, batch_size=8, max_tokens=16, lora_layers=2, gradient_checkpointing=flag
+        )
+        meta = train(data, tmp_path / str(flag), tcfg, tiny_cfg, log_fn=lambda *_: None)
+        assert meta["training"]["gradient_checkpointing"] is flag and meta["training"]["per_device_batch"] == 8
+        heads[flag] = load_file(str(tmp_path / str(flag) / "heads.safetensors"))
+    for name, tensor in heads[False].items():
+        assert torch_allclose(tensor, heads[True][name]), name
+
+
+def torch_allclose(a, b) -> bool:  # type: ignore[no-untyped-def]
+    import torch
+
+    return bool(torch.allclose(a, b, atol=1e-5))
+
+
+def test_a_step_that_does_not_fit_is_halved_and_accumulated() -> None:
+    import torch
+
+    from models.batch_plan import BatchPlan, plan_batch
+
+    tried: list[int] = []
+
+    def step(n: int) -> None:
+        tried.append(n)
+        if n > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    assert plan_batch(16, step, "cuda") == BatchPlan(4, 4) and tried == [16, 8, 4]
+    assert plan_batch(16, step, "cpu") == BatchPlan(16, 1)  # a CPU is never probed
+
+    def broken(n: int) -> None:
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        plan_batch(16, broken, "cuda")
