@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from service.crypto import PayloadCipher
+from service.domain.at_rest import SafeEvent, redact_event, redact_payload
 from service.domain.schemas import CanonicalTicket, NormalizedEvent
 from service.domain.tables import EventStatus, InboundEvent, LabelCorrection, Ticket, utcnow
 
@@ -35,19 +38,27 @@ class StoreResult:
         return self.outcome == "received"
 
 
-def store_event(engine: Engine, event: NormalizedEvent, *, payload: str) -> StoreResult:
+def store_event(
+    engine: Engine, event: NormalizedEvent, *, payload: str, cipher: PayloadCipher | None = None
+) -> StoreResult:
     """Commit the event (and upsert its ticket) once; concurrent copies of one delivery resolve to one row.
 
-    The hot path is three statements in one transaction (ticket upsert, optional business-key probe, event
-    insert-or-nothing), written in SQLAlchemy Core with ON CONFLICT so PostgreSQL and SQLite both do it atomically.
+    Secrets are redacted from the ticket text and the raw payload before anything is written (the caller has
+    verified the signature and read the delivery id from the raw bytes already); the raw payload is kept only
+    sealed under `cipher`, else not at all. The hot path is three statements in one transaction (ticket upsert,
+    optional business-key probe, event insert-or-nothing), written in SQLAlchemy Core with ON CONFLICT so
+    PostgreSQL and SQLite both do it atomically.
     """
+    parsed = json.loads(payload) if payload else None
+    safe = redact_event(event, parsed)
+    stored = cipher.seal(redact_payload(parsed, list(safe.found))) if cipher is not None else ""
     with write_lock(engine):
         for _attempt in range(3):
             try:
-                return _store(engine, event, payload)
+                return _store(engine, safe, stored)
             except IntegrityError:
                 continue  # lost a race on a unique key (e.g. a concurrent first insert): look again
-        return _store(engine, event, payload)
+        return _store(engine, safe, stored)
 
 
 _SQLITE_WRITER = threading.Lock()
@@ -100,11 +111,12 @@ class _Duplicate(Exception):
     """Raised inside the transaction to roll back the ticket upsert of an already-stored delivery."""
 
 
-def _store(engine: Engine, event: NormalizedEvent, payload: str) -> StoreResult:
+def _store(engine: Engine, safe: SafeEvent, payload: str) -> StoreResult:
     sql = _statements(engine.dialect.name)
+    event = safe.event
     try:
         with engine.begin() as conn:
-            ticket_id, fresh = _upsert_ticket(conn, sql, event.ticket) if event.ticket else (None, True)
+            ticket_id, fresh = _upsert_ticket(conn, sql, event.ticket, safe) if event.ticket else (None, True)
             status, reason = _decide(conn, sql, event, fresh)
             now = utcnow()
             row = {
@@ -154,7 +166,7 @@ def _decide(conn: Connection, sql: _Statements, event: NormalizedEvent, fresh: b
     return EventStatus.received, None
 
 
-def _upsert_ticket(conn: Connection, sql: _Statements, data: CanonicalTicket) -> tuple[int, bool]:
+def _upsert_ticket(conn: Connection, sql: _Statements, data: CanonicalTicket, safe: SafeEvent) -> tuple[int, bool]:
     """Insert or update in place unless the stored version is newer; returns (id, fresh)."""
     now = utcnow()
     values = {
@@ -166,6 +178,7 @@ def _upsert_ticket(conn: Connection, sql: _Statements, data: CanonicalTicket) ->
         "body": data.body,
         "body_truncated": data.body_truncated,
         "reporter": data.reporter,
+        "reporter_digest": safe.reporter_digest,
         "priority": data.priority,
         "category": data.category,
         "labels": list(data.labels),
@@ -174,15 +187,25 @@ def _upsert_ticket(conn: Connection, sql: _Statements, data: CanonicalTicket) ->
         "source_version": data.source_version,
         "created_at_source": data.created_at,
         "updated_at_source": data.updated_at,
-        "flags": [],
+        "flags": list(safe.flags),
         "created_at": now,
         "updated_at": now,
     }
     ticket_id = conn.execute(sql.upsert_ticket, values).scalar()
     if ticket_id is not None:
+        if safe.flags:
+            _add_flags(conn, int(ticket_id), safe.flags)
         return int(ticket_id), True
     stale = conn.execute(_FIND_TICKET, {"source": data.source, "external_id": data.external_id}).scalar_one()
     return int(stale), False
+
+
+def _add_flags(conn: Connection, ticket_id: int, flags: list[str]) -> None:
+    """An update keeps the flags earlier versions earned (a secret once sent stays "rotate it"); adds the new."""
+    current = conn.execute(select(_TICKETS.c.flags).where(_TICKETS.c.id == ticket_id)).scalar() or []
+    merged = sorted(set(current) | set(flags))
+    if merged != sorted(current):
+        conn.execute(_TICKETS.update().where(_TICKETS.c.id == ticket_id).values(flags=merged))
 
 
 def _add_corrections(conn: Connection, event: NormalizedEvent, ticket_id: int, event_id: int) -> None:

@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from service.db import session_scope
+from service.domain.privacy import Erasure
 from service.domain.tables import utcnow
 
 log = structlog.get_logger(__name__)
@@ -25,6 +26,8 @@ log = structlog.get_logger(__name__)
 # Re-read this much before the last poll: a review committed while the previous poll ran is not missed (rows read
 # twice replace themselves by ticket id).
 OVERLAP = timedelta(seconds=60)
+# Erasures reach the memory even where reviews are not learned (memory_sync_s = 0): this often, at the latest.
+FORGET_INTERVAL_S = 60.0
 
 
 class MemorySync:
@@ -36,8 +39,38 @@ class MemorySync:
         self.clock = clock
         self._due = 0.0
         self._since: datetime | None = None
+        self._forget_due = 0.0
+        self._erased_upto = 0  # erasure-log id already applied; 0 at start replays the whole log once
 
     def __call__(self, triager: Any) -> int:
+        """Forget erased tickets, then learn reviewed ones when due; returns the rows added or replaced."""
+        self.forget_erased(triager)
+        return self._remember(triager)
+
+    def forget_erased(self, triager: Any) -> int:
+        """Erasures logged since the last poll (all of them at start) out of the model's memory; rows removed."""
+        forget = getattr(triager, "forget", None)
+        interval = self.interval_s if self.interval_s > 0 else FORGET_INTERVAL_S
+        if forget is None or self.clock() < self._forget_due:
+            return 0
+        self._forget_due = self.clock() + min(interval, FORGET_INTERVAL_S)
+        from sqlmodel import col, select
+
+        with session_scope(self.engine) as session:
+            rows = session.exec(
+                select(Erasure.id, Erasure.memory_ids)
+                .where(col(Erasure.id) > self._erased_upto)
+                .order_by(col(Erasure.id))
+            ).all()
+        if not rows:
+            return 0
+        ids = sorted({str(i) for _, memory_ids in rows for i in (memory_ids or [])})
+        removed = int(forget(ids)) if ids else 0
+        self._erased_upto = max(int(i or 0) for i, _ in rows)
+        log.info("memory_forgot", erasures=len(rows), tickets=len(ids), removed=removed)
+        return removed
+
+    def _remember(self, triager: Any) -> int:
         """Poll when due and the model has a memory to learn into; returns the rows added or replaced."""
         remember = getattr(triager, "remember", None)
         if self.interval_s <= 0 or remember is None or self.clock() < self._due:

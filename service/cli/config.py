@@ -45,3 +45,19 @@ def show(settings: Settings) -> None:
         for part in env.removeprefix("ITSM_").lower().split("__"):
             value = value.get(part) if isinstance(value, dict) else None
         click.echo(f"{env}={value}")
+    for line in label_map_warnings(settings):
+        click.echo(f"warning: {line}", err=True)
+
+
+def label_map_warnings(settings: Settings) -> list[str]:
+    """The label maps checked against the live adapter's label sets (read from triage.json; no torch)."""
+    if settings.model.backend != "hf":
+        return []
+    from models.adapter import AdapterError, read_meta, resolve_adapter  # lazily: the CLI may reach models/
+    from service.domain.label_maps import map_warnings
+
+    try:
+        fields = read_meta(resolve_adapter(settings.model.adapter)).get("fields") or {}
+    except (AdapterError, OSError, ValueError) as exc:
+        return [f"label maps not checked: {exc}"]
+    return [w.message() for w in map_warnings(settings, fields)]

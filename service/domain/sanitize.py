@@ -2,7 +2,8 @@
 
 Three passes, in this order: (a) Unicode normalisation that removes invisible carriers of hidden instructions
 (tag characters, zero-width and bidi controls), (b) redaction of secrets and PII with typed placeholders, and
-(c) detection of likely prompt injection, which only flags (the gates outside the model do the blocking).
+(c) detection of likely prompt injection, which flags (the gates outside the model do the blocking) and takes
+label-like directives out of what the model reads (service.domain.directives has the classes beyond overrides).
 Pure stdlib + pydantic: the domain stays importable everywhere.
 """
 
@@ -17,10 +18,13 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.domain.directives import TO_LATIN, directive_signals, neutralise, views
+
 FLAG_UNICODE = "unicode_stripped"
 FLAG_SECRET = "contains_secret"  # the ticket is flagged "contains secret, rotate"
 FLAG_INJECTION = "possible_injection"
 PLACEHOLDER = "[REDACTED:{kind}]"
+_PLACEHOLDER_SEEN = re.compile(r"\[REDACTED:[a-z_]{2,20}\]")
 
 _MAX_EXPANSION = 4  # a character whose NFKD form is longer (e.g. U+FDFA, 18 chars) would bloat the prompt
 _MAX_DECODE_CANDIDATES = 50  # bounds the base64 probe on hostile input
@@ -36,6 +40,9 @@ class Scrubbed(BaseModel):
     flags: list[str] = Field(default_factory=list)
     redactions: dict[str, int] = Field(default_factory=dict, description="placeholder kind -> count")
     signals: list[str] = Field(default_factory=list, description="why the injection flag was raised")
+    directives: dict[str, str] = Field(
+        default_factory=dict, description="field -> value the text demanded (taken out of `text`)"
+    )
 
 
 # --- (a) Unicode -------------------------------------------------------------------------------------------
@@ -95,9 +102,10 @@ def normalize_unicode(text: str) -> tuple[str, bool, str]:
 
 # --- (b) secrets and PII ---------------------------------------------------------------------------------
 
+# The dashes are optional and may be any dash: Jira's wiki renderer turns "-----" into "--" before we see the text.
 _PRIVATE_KEY = re.compile(
-    r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
-    r"(?:.*?-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=:,.\- \t\n]*)",
+    r"[-–—]*[ \t]*BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?[ \t]*[-–—]*"
+    r"(?:.*?END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?[ \t]*[-–—]*|[A-Za-z0-9+/=:,.\- \t\n]*)",
     re.S,
 )
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
@@ -178,19 +186,32 @@ def iban_valid(candidate: str) -> bool:
 def _find_cards(text: str) -> list[tuple[int, int]]:
     """Spans of Luhn-valid card numbers: 13-19 digits aligned on the digit groups of a chain like 4111 1111 ...
 
-    Every group-aligned window is tried, so an invalid prefix (an SSN or order number before the card) does not
-    hide the card, and nothing inside a longer digit run is ever cut out.
+    Every group-aligned window of at most 19 digits is tried (longest first), so an invalid prefix (an SSN or order
+    number before the card) does not hide the card, nothing inside a longer digit run is ever cut out, and a
+    hostile chain of thousands of groups costs linear time.
     """
     spans: list[tuple[int, int]] = []
     for chain in _DIGIT_CHAIN.finditer(text):
-        groups = [(m.start(), m.end()) for m in re.finditer(r"\d+", chain.group(0))]
+        chain_text = chain.group(0)
+        groups = [(m.start(), m.end()) for m in re.finditer(r"\d+", chain_text)]
+        digit_groups = [chain_text[a:b] for a, b in groups]
         base, i = chain.start(), 0
         while i < len(groups):
-            for j in range(len(groups) - 1, i - 1, -1):
-                start, end = groups[i][0], groups[j][1]
-                digits = re.sub(r"\D", "", chain.group(0)[start:end])
-                if 13 <= len(digits) <= 19 and _card_brand_ok(digits) and luhn_valid(digits):
-                    spans.append((base + start, base + end))
+            if digit_groups[i][0] not in "23456":  # no card scheme starts otherwise: skip cheaply
+                i += 1
+                continue
+            ends: list[int] = []
+            n = 0
+            for j in range(i, len(groups)):
+                n += len(digit_groups[j])
+                if n > 19:
+                    break
+                if n >= 13:
+                    ends.append(j)
+            for j in reversed(ends):
+                digits = "".join(digit_groups[i : j + 1])
+                if _card_brand_ok(digits) and luhn_valid(digits):
+                    spans.append((base + groups[i][0], base + groups[j][1]))
                     i = j
                     break
             i += 1
@@ -219,23 +240,31 @@ def _find_ibans(text: str) -> list[tuple[int, int]]:
 
 
 class _Redactor:
-    """Applies the recognisers in order and counts what each replaced."""
+    """Applies the recognisers in order, counts what each replaced and keeps the replaced values (for payloads)."""
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.counts: dict[str, int] = {}
+        self.found: list[str] = []
 
-    def _mark(self, kind: str) -> str:
+    def _mark(self, kind: str, value: str) -> str:
         self.counts[kind] = self.counts.get(kind, 0) + 1
+        self.found.append(value)
         return PLACEHOLDER.format(kind=kind)
 
-    def sub(self, pattern: re.Pattern[str], kind: str, keep: Callable[[re.Match[str]], str] | None = None) -> None:
-        """Replace every match; `keep` returns the part of the match to keep in front of the placeholder."""
-        self.text = pattern.sub(lambda m: (keep(m) if keep else "") + self._mark(kind), self.text)
+    def sub(
+        self, pattern: re.Pattern[str], kind: str, *, group: int = 0, valid: Callable[[str], bool] | None = None
+    ) -> None:
+        """Replace `group` of every match (the rest of the match stays), optionally only values that pass `valid`."""
 
-    def sub_if(self, pattern: re.Pattern[str], kind: str, valid: Callable[[str], bool]) -> None:
-        """Replace the matches that pass a checksum or shape test."""
-        self.text = pattern.sub(lambda m: self._mark(kind) if valid(m.group(0)) else m.group(0), self.text)
+        def repl(m: re.Match[str]) -> str:
+            value = m.group(group)
+            if valid is not None and not valid(value):
+                return m.group(0)
+            whole, at = m.group(0), m.start()
+            return whole[: m.start(group) - at] + self._mark(kind, value) + whole[m.end(group) - at :]
+
+        self.text = pattern.sub(repl, self.text)
 
     def sub_kv(self) -> None:
         """`password: value` style pairs: only values that look like a secret (not 'password: reset')."""
@@ -247,33 +276,44 @@ class _Redactor:
                 return m.group(0)
             if value.lower().strip(".!") in _NOT_A_SECRET:
                 return m.group(0)
-            return m.group(1) + self._mark("password")
+            return m.group(1) + self._mark("password", value)
 
         self.text = _KV_SECRET.sub(repl, self.text)
 
     def spans(self, spans: list[tuple[int, int]], kind: str) -> None:
         """Replace precomputed spans (right to left so earlier offsets stay valid)."""
         for start, end in reversed(spans):
-            self.text = self.text[:start] + self._mark(kind) + self.text[end:]
+            self.text = self.text[:start] + self._mark(kind, self.text[start:end]) + self.text[end:]
 
 
 def redact(text: str) -> tuple[str, dict[str, int]]:
     """Replace secrets and PII with `[REDACTED:<kind>]`; returns the text and counts per kind."""
+    r = _redactor(text)
+    return r.text, r.counts
+
+
+def redact_values(text: str) -> tuple[str, dict[str, int], list[str]]:
+    """`redact`, plus the values it replaced (to find the same secrets elsewhere, e.g. in a raw payload)."""
+    r = _redactor(text)
+    return r.text, r.counts, r.found
+
+
+def _redactor(text: str) -> _Redactor:
     r = _Redactor(text)
     r.sub(_PRIVATE_KEY, "private_key")
     r.sub(_JWT, "jwt")
     r.sub(_KNOWN_TOKENS, "token")
     r.sub(_AWS_KEY, "aws_access_key")
     # A lone 40-char token mixing cases and digits is an AWS-style secret whether or not "aws" is nearby.
-    r.sub_if(_AWS_SECRET, "aws_secret", _mixed_case_and_digits)
-    r.sub(_BEARER, "token", keep=lambda m: m.group(1) + " ")
-    r.sub(_URL_CREDS, "password", keep=lambda m: m.group(1) + ":")
+    r.sub(_AWS_SECRET, "aws_secret", valid=_mixed_case_and_digits)
+    r.sub(_BEARER, "token", group=2)
+    r.sub(_URL_CREDS, "password", group=2)
     r.sub_kv()
     r.spans(_find_ibans(r.text), "iban")
     r.spans(_find_cards(r.text), "card")
     r.sub(_SSN, "ssn")
-    r.sub(_SSN_KEYWORD, "ssn", keep=lambda m: m.group(1) + m.group(2))
-    return r.text, r.counts
+    r.sub(_SSN_KEYWORD, "ssn", group=3)
+    return r
 
 
 # --- (c) prompt injection --------------------------------------------------------------------------------
@@ -321,13 +361,9 @@ _LEET = str.maketrans("013457@$!|", "oieastasil")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_-]{16,}={0,2}")
 
 
-# Cyrillic and Greek letters drawn like Latin ones; NFKC does not fold them, so "Іgnоrе" (Cyrillic І, о, е) would
-# pass the phrase check. Used for detection only: the text itself is not changed (Russian stays Russian), and
-# folded real Cyrillic/Greek words do not spell English or German override phrases.
-_CONFUSABLES = str.maketrans(
-    "аеіјорсухуѕԁԛԝкмнтвАВЕІЈКМНОРСТУХЅαεικνορτυχΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
-    "aeijopcyxysdqwkmhtbABEIJKMHOPCTYXSaeikvoptuxABEZHIKMNOPTYX",
-)
+# Cyrillic and Greek look-alikes (service.domain.directives.TO_LATIN) are folded for detection only: the text itself
+# is not changed (Russian stays Russian), and folded real Cyrillic/Greek words do not spell override phrases.
+_CONFUSABLES = TO_LATIN
 
 
 def _override_in(text: str) -> bool:
@@ -362,13 +398,14 @@ def injection_signals(text: str, *, hidden: str = "") -> list[str]:
     signals: list[str] = []
     if _override_in(text):
         signals.append("override_phrase")
-    elif _override_in(text.translate(_CONFUSABLES)):
+    elif any(_override_in(view) for view, folded in views(text) if folded):
         signals.append("homoglyph_override")
     if _DELIMITER.search(text):
         signals.append("fake_delimiter")
     if hidden.strip():
         signals.append("hidden_tag_text")
-    if any(_override_in(d) or _DELIMITER.search(d) for d in _decoded_base64(text)):
+    signals += directive_signals(text)
+    if any(_override_in(d) or _DELIMITER.search(d) or directive_signals(d) for d in _decoded_base64(text)):
         signals.append("encoded_base64")
     if not signals[:1] == ["override_phrase"] and _override_in(codecs.decode(text, "rot13")):
         signals.append("encoded_rot13")
@@ -379,15 +416,27 @@ def injection_signals(text: str, *, hidden: str = "") -> list[str]:
 
 
 def scrub(text: str) -> Scrubbed:
-    """Normalise, redact secrets/PII and flag likely injection; never raises; idempotent on its text."""
+    """Normalise, redact secrets/PII, flag likely injection and take directives out; never raises; idempotent.
+
+    Label-like directives (``Priority: P1``, ``set the queue to Billing``) are replaced by a neutral mark in the
+    returned text, so whatever ranks labels on it ranks them without the demand; `directives` keeps what was
+    demanded. Text already redacted at ingest still carries its placeholders, so it stays flagged as a secret.
+    """
     normal, stripped, hidden = normalize_unicode(text)
     clean, counts = redact(normal)
     signals = injection_signals(normal, hidden=hidden)
+    clean, found = neutralise(clean)
     flags = []
     if stripped:
         flags.append(FLAG_UNICODE)
-    if counts:
+    if counts or _PLACEHOLDER_SEEN.search(clean):
         flags.append(FLAG_SECRET)
     if signals:
         flags.append(FLAG_INJECTION)
-    return Scrubbed(text=clean, flags=flags, redactions=counts, signals=signals)
+    return Scrubbed(
+        text=clean,
+        flags=flags,
+        redactions=counts,
+        signals=signals,
+        directives={d.field: d.value for d in found},
+    )

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from service.db import session_scope
+from service.domain.privacy import text_digest
 from service.domain.tables import DeliveryKind, LabelCorrection, Suggestion, SuggestionStatus, Triage, utcnow
 from service.outbox import add_delivery, reply_delivery_key
 from service.queue import DELIVER_TASK, enqueue
@@ -67,11 +68,12 @@ def approve(
                 action="approved",
                 target_type="suggestion",
                 target_id=suggestion_id,
-                before={"status": sug.status, "version": expected, "draft": sug.draft},
+                # Digests, not text: the audit log is append-only, so it never holds what erasure must remove.
+                before={"status": sug.status, "version": expected, "draft": text_digest(sug.draft)},
                 after={
                     "status": SuggestionStatus.approved.value,
                     "version": expected + 1,
-                    "final_reply": final,
+                    "final_reply": text_digest(final),
                     "edited": distance > 0,
                     "edit_distance": distance,
                     "delivery_id": delivery.id,
@@ -102,7 +104,11 @@ def reject(engine: Engine, *, suggestion_id: int, actor: str, version: int | Non
                 target_type="suggestion",
                 target_id=suggestion_id,
                 before={"status": sug.status, "version": expected},
-                after={"status": SuggestionStatus.rejected.value, "version": expected + 1, "reason": reason},
+                after={
+                    "status": SuggestionStatus.rejected.value,
+                    "version": expected + 1,
+                    "reason": text_digest(reason),
+                },
             )
     if not won:
         _conflict(engine, sug, actor=actor, attempted="reject", expected=expected)

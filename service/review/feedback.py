@@ -101,6 +101,8 @@ def training_rows(session: Session, *, since: datetime) -> Iterator[dict[str, An
         corrections = latest_corrections(session, chunk)
         for ticket in tickets:
             assert ticket.id is not None
+            if not ticket.subject and not ticket.body:
+                continue  # text purged by retention: nothing to learn, and its id must stay forgotten
             triage = triages.get(ticket.id)
             labels = effective_labels(triage, {}) if triage else {}
             labels.update(corrections.get(ticket.id, {}))

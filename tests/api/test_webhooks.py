@@ -59,7 +59,7 @@ def test_jira_issue_created_is_stored_normalised_and_queued(api: Api, engine: En
         "69312270414585119",
         EventStatus.queued,
     )
-    assert event.payload.encode() == fixture_bytes("jira_issue_created.json")
+    assert event.payload == ""  # raw payloads are kept only encrypted, under ITSM_PRIVACY__PAYLOAD_KEYS (tests/safety)
     [ticket] = _tickets(engine)
     assert ticket.external_key == "ITSD-42" and ticket.external_id == "10231"
     assert ticket.subject.startswith("VPN login fails")

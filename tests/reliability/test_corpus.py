@@ -31,6 +31,10 @@ LISTED_KINDS = {
     "secrets_pii",
     "denial_of_wallet",
 }
+# Classes the detector gained in issue 16, each in English, German and Russian (script links and mentions are
+# the same in every language); look-alike-letter variants of several of them.
+PHRASE_CLASSES = {"prompt_leak", "fetch_request", "label_directive"}
+MARKUP_CLASSES = {"script_link", "mention"}
 
 
 def load(name: str) -> list[dict[str, Any]]:
@@ -56,6 +60,33 @@ def test_every_listed_kind_is_covered_in_english_and_german() -> None:
     assert {k: v for k, v in missing.items() if v} == {}
     assert len({r["id"] for r in ADVERSARIAL + BENIGN}) == len(ADVERSARIAL) + len(BENIGN)
     assert len(BENIGN) == 100 and {r["language"] for r in BENIGN} == {"en", "de"}
+
+
+def test_the_new_classes_are_covered_in_english_german_and_russian_and_with_look_alike_letters() -> None:
+    langs: dict[str, set[str]] = defaultdict(set)
+    for row in ADVERSARIAL:
+        langs[row["kind"]].add(row["language"])
+    assert {k: {"en", "de", "ru"} - langs[k] for k in PHRASE_CLASSES if {"en", "de", "ru"} - langs[k]} == {}
+    assert {k: {"en", "de"} - langs[k] for k in MARKUP_CLASSES if {"en", "de"} - langs[k]} == {}
+    look_alike = {r["kind"] for r in ADVERSARIAL if "homoglyph" in r["id"]}
+    assert {"homoglyph", "prompt_leak", "label_directive"} <= look_alike
+
+
+@pytest.mark.parametrize(
+    "row", [r for r in ADVERSARIAL if r["kind"] in PHRASE_CLASSES | MARKUP_CLASSES], ids=lambda r: r["id"]
+)
+def test_a_new_class_row_raises_the_signal_of_its_class(row: dict[str, Any]) -> None:
+    signals = scrub(ticket_text(row)).signals
+    assert row["kind"] in signals or f"homoglyph_{row['kind']}" in signals, signals
+
+
+@pytest.mark.parametrize("row", [r for r in ADVERSARIAL if r["kind"] == "label_directive"], ids=lambda r: r["id"])
+def test_label_directives_are_taken_out_of_what_the_model_reads(row: dict[str, Any]) -> None:
+    s = scrub(ticket_text(row))
+    assert s.directives, s
+    assert "[directive removed]" in s.text
+    for value in s.directives.values():
+        assert value not in s.text, (value, s.text)
 
 
 @pytest.mark.parametrize("row", ADVERSARIAL, ids=[r["id"] for r in ADVERSARIAL])

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
 
+from service.domain.privacy import text_digest
 from service.domain.tables import DeliveryStatus, LabelCorrection
 from service.queue import DELIVER_TASK
 from service.review.feedback import edit_distance
@@ -62,7 +63,7 @@ def test_approval_records_edit_distance_and_queues_the_reply_on_the_broker(
     [delivery] = deliveries(engine, "reply")
     assert delivery.id == out["delivery_id"] and delivery.status == DeliveryStatus.pending
     [entry] = audit_rows(engine, "approved")
-    assert entry.actor == "agent" and entry.before and entry.before["draft"] == "Hello, we are on it."
+    assert entry.actor == "agent" and entry.before and entry.before["draft"] == text_digest("Hello, we are on it.")
     assert entry.after and entry.after["edited"] is True
     # The embedded broker is a real SQLite database: the deliver task must be sitting on it with the id.
     broker = create_engine(settings.broker_url.removeprefix("sqla+"))

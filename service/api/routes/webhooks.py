@@ -44,8 +44,12 @@ async def receive_webhook(source: str, request: Request) -> JSONResponse:
     state = request.app.state
     parser: WebhookParser | None = state.parsers.get(source)
     if parser is None:
-        raise Problem(404, "unknown_source", f"no webhook receiver for source {source!r}; use jira or servicenow")
+        problem = Problem(404, "unknown_source", f"no webhook receiver for source {source!r}; use jira or servicenow")
+        _log_rejection(request, source, problem, delivery_id=None)
+        raise problem
     outcome = "error"
+    raw = b""
+    headers: dict[str, str] = {}
     try:
         raw = await read_limited(request, limit=state.settings.api.max_body_bytes, timeout_s=_SLOW_BODY_TIMEOUT_S)
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -59,7 +63,7 @@ async def receive_webhook(source: str, request: Request) -> JSONResponse:
             event = parser.parse(payload, delivery_id=delivery_id)
         except InvalidPayload as exc:
             raise Problem(422, "invalid_payload", str(exc)) from None
-        result = await _store(request, event, raw.decode("utf-8"))
+        result = await _store(request, event, raw.decode("utf-8"))  # redacts, then seals or drops the raw payload
         outcome = result.outcome
         if result.enqueue and result.event_id is not None:
             state.relay.submit(result.event_id)  # committed already; publishing happens off the request path
@@ -79,10 +83,34 @@ async def receive_webhook(source: str, request: Request) -> JSONResponse:
         return JSONResponse(body, status_code=200 if result.outcome == "duplicate" else 202)
     except Problem as problem:
         outcome = problem.code
+        if problem.status < 500:  # a 503 is ours (database down), not the sender's fault
+            _log_rejection(request, source, problem, delivery_id=_delivery_id(parser, raw, headers))
         raise
     finally:
         state.metrics.webhooks.labels(source, outcome).inc()
         state.metrics.ack_seconds.labels(source).observe(time.perf_counter() - started)
+
+
+def _delivery_id(parser: WebhookParser, raw: bytes, headers: dict[str, str]) -> str | None:
+    """The delivery id for a rejection's log line (header, else body hash); None when there is none to give."""
+    if not raw and not headers:
+        return None
+    try:
+        return parser.delivery_id(raw, headers)
+    except Exception:  # noqa: BLE001  a log line must never turn a 4xx into a 500
+        return None
+
+
+def _log_rejection(request: Request, source: str, problem: Problem, *, delivery_id: str | None) -> None:
+    """Rejections are logged (rate-limited) so a misconfigured or probing sender is visible: never body or secret."""
+    request.app.state.rejections.rejected(
+        source=source,
+        reason=problem.code,
+        status=problem.status,
+        delivery_id=delivery_id,
+        remote_addr=request.client.host if request.client else None,
+        detail=problem.detail,
+    )
 
 
 async def _store(request: Request, event: Any, payload: str) -> StoreResult:
@@ -90,7 +118,9 @@ async def _store(request: Request, event: Any, payload: str) -> StoreResult:
     state = request.app.state
     deadline = state.settings.api.request_timeout_s
     try:
-        return await asyncio.wait_for(run_in_threadpool(store_event, state.engine, event, payload=payload), deadline)
+        return await asyncio.wait_for(
+            run_in_threadpool(store_event, state.engine, event, payload=payload, cipher=state.payload_cipher), deadline
+        )
     except (TimeoutError, PoolTimeout):
         log.warning("webhook_store_timed_out", source=event.source, deadline_s=deadline)
         raise Problem(

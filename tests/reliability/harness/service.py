@@ -187,7 +187,7 @@ class WorkerProcess(ServiceProcess):
         env: Mapping[str, str],
         logdir: Path,
         *,
-        queues: str = "triage,deliver",
+        queues: str = "triage,draft,deliver",
         beat: bool = False,
         concurrency: int = 1,
         name: str = "worker",

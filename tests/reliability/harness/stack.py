@@ -112,7 +112,7 @@ class Stack:
     def worker(
         self,
         *,
-        queues: str = "triage,deliver",
+        queues: str = "triage,draft,deliver",
         beat: bool = False,
         concurrency: int = 1,
         timeout_s: float = 90.0,
