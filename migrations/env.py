@@ -7,6 +7,7 @@ from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
 import service.domain.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from service.domain.knowledge import include_schema_name
 from service.settings import Settings
 
 config = context.config
@@ -21,6 +22,7 @@ def run_migrations_offline() -> None:
     context.configure(
         url=config.get_main_option("sqlalchemy.url"),
         target_metadata=target_metadata,
+        include_name=include_schema_name,
         literal_binds=True,
         render_as_batch=True,
     )
@@ -32,7 +34,12 @@ def run_migrations_online() -> None:
     """Run against a live connection (render_as_batch so ALTERs work on SQLite too)."""
     connectable = config.attributes.get("connection")
     if connectable is not None:
-        context.configure(connection=connectable, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(
+            connection=connectable,
+            target_metadata=target_metadata,
+            render_as_batch=True,
+            include_name=include_schema_name,
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -40,7 +47,12 @@ def run_migrations_online() -> None:
         config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.", poolclass=pool.NullPool
     )
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=True,
+            include_name=include_schema_name,
+        )
         with context.begin_transaction():
             context.run_migrations()
 

@@ -8,13 +8,16 @@ from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
 import service.domain.tables  # noqa: F401
+from service.domain.knowledge import include_schema_name
 from service.migrate import current_heads
 
 
 def test_migrations_match_the_tables(database_url: str) -> None:
     engine = create_engine(database_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"include_name": include_schema_name}), SQLModel.metadata
+        )
     engine.dispose()
     assert diff == [], f"tables and migrations differ; add a revision: {diff}"
 

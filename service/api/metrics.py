@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.registry import Collector
 
 
 def multiprocess_dir() -> str | None:
@@ -22,6 +23,7 @@ class ApiMetrics:
     """Counters and histograms the webhook routes and health checks update."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    collectors: list[Collector] = field(default_factory=list)  # read at scrape time (database state)
 
     def __post_init__(self) -> None:
         self.webhooks = Counter(
@@ -58,6 +60,11 @@ class ApiMetrics:
         self.broker_up.set(1)
         self.database_up.set(1)
 
+    def add_collector(self, collector: Collector) -> None:
+        """Serve a scrape-time collector too (in multiprocess mode it joins the aggregated registry)."""
+        self.collectors.append(collector)
+        self.registry.register(collector)
+
     def exposition(self) -> bytes:
         """The text format for /metrics: this process's registry, or every API process's values when shared."""
         if multiprocess_dir() is None:
@@ -66,4 +73,6 @@ class ApiMetrics:
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        for collector in self.collectors:
+            registry.register(collector)
         return generate_latest(registry)

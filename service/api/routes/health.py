@@ -41,5 +41,6 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition of the API's metrics."""
-    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus exposition of the API's metrics (off the event loop: some are read from the database)."""
+    body = await run_in_threadpool(request.app.state.metrics.exposition)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

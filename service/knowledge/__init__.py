@@ -1,0 +1,1 @@
+"""Knowledge bases behind grounded drafts: article sync, passages, retrieval, and similar earlier tickets."""
