@@ -98,14 +98,16 @@ class Drafter:
         self.warm_seconds: float | None = None
 
     # ------------------------------------------------------------------ prompts
-    def prompt(self, text: str, code: str | None, example: str | None = None) -> Prompt:
-        """The chat prompt for one ticket (its text cut to REPLY_INPUT_TOKENS), ending in the language's greeting."""
+    def prompt(self, text: str, code: str | None, example: str | None = None, evidence: str | None = None) -> Prompt:
+        """The chat prompt for one ticket (its text cut to REPLY_INPUT_TOKENS), ending in the language's greeting;
+        `evidence` is quoted knowledge-base passages (already within the caller's token budget)."""
         ids = self.tok(text, add_special_tokens=False)["input_ids"][:REPLY_INPUT_TOKENS]
         shown = None
         if example:
             ex_ids = self.tok(prompts.sanitize(example, self.specials), add_special_tokens=False)["input_ids"]
             shown = self.tok.decode(ex_ids[:EXAMPLE_TOKENS])
-        msgs = prompts.reply_messages(self.tok.decode(ids), lang.name(code), shown)
+        quoted = prompts.sanitize(evidence, self.specials) if evidence else None
+        msgs = prompts.reply_messages(self.tok.decode(ids), lang.name(code), shown, quoted)
         try:
             rendered = self.tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         except (ValueError, AttributeError):  # a base without a chat template
@@ -115,11 +117,17 @@ class Drafter:
 
     # ------------------------------------------------------------------ drafting
     def draft(
-        self, texts: Sequence[str], languages: Sequence[str | None], examples: Sequence[str | None] | None = None
+        self,
+        texts: Sequence[str],
+        languages: Sequence[str | None],
+        examples: Sequence[str | None] | None = None,
+        evidence: Sequence[str | None] | None = None,
     ) -> list[str]:
-        """One reply per ticket, in input order; `examples` are past replies shown in the prompt."""
+        """One reply per ticket, in input order; `examples` are past replies and `evidence` knowledge-base passages
+        shown in the prompt."""
         examples = examples or [None] * len(texts)
-        built = [self.prompt(t, c, e) for t, c, e in zip(texts, languages, examples, strict=True)]
+        evidence = evidence or [None] * len(texts)
+        built = [self.prompt(t, c, e, v) for t, c, e, v in zip(texts, languages, examples, evidence, strict=True)]
         bodies = self.generate([p.ids for p in built])
         return [
             prompts.clean_reply((p.greeting + body) if p.greeting else body, text)

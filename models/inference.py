@@ -49,6 +49,15 @@ class Prediction:
 
 
 @dataclass
+class Reply:
+    """One suggested reply: its text, its source ("model" or "history:<id>") and the texts it was built from."""
+
+    text: str
+    source: str
+    grounds: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Suggested:
     """The reply suggested for one ticket: the text, its source ("model" or "history:<id>"), the ticket's language,
     flags about the reply, and the seconds it took per ticket of its batch."""
@@ -58,6 +67,7 @@ class Suggested:
     language: str | None
     flags: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    grounds: list[str] = field(default_factory=list)  # the past reply it reuses or was shown (not the ticket)
 
 
 def draft_language_flag(ticket_language: str | None, reply: str | None) -> str | None:
@@ -235,24 +245,38 @@ class Triager:
         return self.memory.forget(ids) if self.memory is not None else 0
 
     # ---------------------------------------------------------------- replies
-    def suggest_replies(self, texts: Sequence[str], languages: Sequence[str | None]) -> list[tuple[str, str]]:
+    def suggest_replies(
+        self, texts: Sequence[str], languages: Sequence[str | None], evidence: Sequence[str | None] | None = None
+    ) -> list[tuple[str, str]]:
         """(reply, source) per ticket as `reply_mode` says: a past reply ("history:<id>") or a draft ("model")."""
+        return [(r.text, r.source) for r in self.replies(texts, languages, evidence)]
+
+    def replies(
+        self, texts: Sequence[str], languages: Sequence[str | None], evidence: Sequence[str | None] | None = None
+    ) -> list[Reply]:
+        """A reply per ticket as `reply_mode` says, with the texts it was built from (`grounds`: the past reply it
+        reuses or was shown as an example); `evidence` (quoted knowledge-base passages) goes into LLM drafts."""
         matches = (
             self.memory.nearest(texts, languages, min_similarity=self.cfg.reply_min_similarity)
             if self.memory is not None
             else [None] * len(texts)
         )
+        evidence = list(evidence) if evidence is not None else [None] * len(texts)
         if self.cfg.reply_mode == "generate":
             examples = [m.reply if m else None for m in matches]
-            return [(r, "model") for r in self.draft_replies(texts, languages, examples)]
-        out: list[tuple[str, str] | None] = [
-            (prompts.clean_reply(m.reply, t), f"history:{m.source_id}") if m else None
+            drafted = self.drafter.draft(texts, languages, examples, evidence)
+            return [Reply(r, "model", [e] if e else []) for r, e in zip(drafted, examples, strict=True)]
+        out: list[Reply | None] = [
+            Reply(prompts.clean_reply(m.reply, t), f"history:{m.source_id}", [m.reply]) if m else None
             for m, t in zip(matches, texts, strict=True)
         ]
         todo = [i for i, o in enumerate(out) if o is None]
-        drafted = self.draft_replies([texts[i] for i in todo], [languages[i] for i in todo]) if todo else []
-        for i, r in zip(todo, drafted, strict=True):
-            out[i] = (r, "model")
+        if todo:
+            drafted = self.drafter.draft(
+                [texts[i] for i in todo], [languages[i] for i in todo], None, [evidence[i] for i in todo]
+            )
+            for i, r in zip(todo, drafted, strict=True):
+                out[i] = Reply(r, "model", [])
         return [o for o in out if o is not None]
 
     def draft_replies(
@@ -311,8 +335,9 @@ class Triager:
             )
         return preds
 
-    def suggest(self, tickets: Sequence[TicketInput]) -> list[Suggested]:
-        """A reply per ticket as `reply_mode` says (None for an empty ticket), with its source and flags."""
+    def suggest(self, tickets: Sequence[TicketInput], evidence: Sequence[str | None] | None = None) -> list[Suggested]:
+        """A reply per ticket as `reply_mode` says (None for an empty ticket), with its source and flags; `evidence`
+        per ticket is quoted knowledge-base passages for an LLM draft (None: none above the threshold)."""
         prepared = [self.prepare(t) for t in tickets]
         texts = [p[0] for p in prepared]
         languages = [lang.detect(tx) for tx in texts]
@@ -321,13 +346,14 @@ class Triager:
         if not todo:
             return out
         t0 = time.perf_counter()
-        suggested = self.suggest_replies([texts[i] for i in todo], [languages[i] for i in todo])
+        given = list(evidence) if evidence is not None else [None] * len(tickets)
+        made = self.replies([texts[i] for i in todo], [languages[i] for i in todo], [given[i] for i in todo])
         per_ticket = (time.perf_counter() - t0) / len(todo)
-        for i, (reply, source) in zip(todo, suggested, strict=True):
-            flags = [f for f in [draft_language_flag(languages[i], reply)] if f]
-            if source.startswith("history:"):
+        for i, reply in zip(todo, made, strict=True):
+            flags = [f for f in [draft_language_flag(languages[i], reply.text)] if f]
+            if reply.source.startswith("history:"):
                 flags.append("reply_from_history")
-            out[i] = Suggested(reply, source, languages[i], flags, per_ticket)
+            out[i] = Suggested(reply.text, reply.source, languages[i], flags, per_ticket, reply.grounds)
         return out
 
     def predict(self, tickets: Sequence[TicketInput], draft_replies: bool = True) -> list[Prediction]:

@@ -11,14 +11,22 @@ from celery import Celery
 from service.settings import Settings
 
 TRIAGE_QUEUE = "triage"
+DRAFT_QUEUE = "draft"  # reply suggestions, after the labels (workers/drafts.py)
 DELIVER_QUEUE = "deliver"
+QUEUES = (TRIAGE_QUEUE, DRAFT_QUEUE, DELIVER_QUEUE)
 
 # Task names are the contract between the API and the workers: the API never imports workers/.
 TRIAGE_EVENT_TASK = "itsm.triage_event"
+DRAFT_TASK = "itsm.draft"
 DELIVER_TASK = "itsm.deliver"
 SWEEP_TASK = "itsm.sweep"
 
-TASK_QUEUES = {TRIAGE_EVENT_TASK: TRIAGE_QUEUE, DELIVER_TASK: DELIVER_QUEUE, SWEEP_TASK: DELIVER_QUEUE}
+TASK_QUEUES = {
+    TRIAGE_EVENT_TASK: TRIAGE_QUEUE,
+    DRAFT_TASK: DRAFT_QUEUE,
+    DELIVER_TASK: DELIVER_QUEUE,
+    SWEEP_TASK: DELIVER_QUEUE,
+}
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +96,7 @@ def declare_queues(app: Celery, attempts: int = 5) -> bool:
     for attempt in range(attempts):
         try:
             with app.connection_for_write() as conn:
-                for name in (TRIAGE_QUEUE, DELIVER_QUEUE):
+                for name in QUEUES:
                     conn.default_channel.queue_declare(queue=name)
             return True
         except (IntegrityError, OperationalError) as exc:  # the other process won the race: its row is there now

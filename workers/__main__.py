@@ -1,4 +1,4 @@
-"""`python -m workers --queues triage,deliver [--concurrency N] [--beat]`: a worker without the full CLI."""
+"""`python -m workers --queues triage,draft,deliver [--concurrency N] [--beat]`: a worker without the full CLI."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from workers.app import run_worker
 def main() -> None:
     """Parse the few worker flags and run it with Settings() from the environment."""
     parser = argparse.ArgumentParser(prog="python -m workers")
-    parser.add_argument("--queues", default="triage,deliver")
+    parser.add_argument("--queues", default="triage,draft,deliver")
     parser.add_argument("--concurrency", type=int, default=None)
     parser.add_argument("--beat", action="store_true")
     args = parser.parse_args()

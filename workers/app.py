@@ -17,11 +17,14 @@ from sqlalchemy.engine import Engine
 
 from service.db import make_engine
 from service.domain.ports import TicketWriter, Triager
-from service.queue import DELIVER_QUEUE, SWEEP_TASK, TRIAGE_QUEUE, declare_queues, enqueue, make_celery
+from service.queue import DELIVER_QUEUE, DRAFT_QUEUE, SWEEP_TASK, TRIAGE_QUEUE, declare_queues, enqueue, make_celery
 from service.settings import Settings
 from workers.delivery import DeliveryContext
+from workers.drafts import DraftContext
+from workers.knowledge import kb_beat_schedule, register_kb_tasks
 from workers.memory_sync import MemorySync
 from workers.pipeline import PipelineContext
+from workers.retention import register_retention_tasks, retention_beat_schedule
 from workers.tasks import register_tasks
 from workers.watchdog import ConsumerWatchdog
 
@@ -36,7 +39,8 @@ class WorkerRuntime:
     def __init__(self, app: Celery, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.warm_model = False  # set by run_worker when this worker consumes the triage queue
+        self.warm_model = False  # set by run_worker when this worker consumes the triage or draft queue
+        self.warm_drafting = False  # ...and when it consumes the draft queue: compile drafting shapes at start
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._triager: Triager | None = None
@@ -53,7 +57,10 @@ class WorkerRuntime:
         self._memory_sync = None
         if self.warm_model:
             try:
-                self.triager()
+                triager = self.triager()
+                warm_up = getattr(triager, "warm_up", None)
+                if self.warm_drafting and warm_up is not None:
+                    log.info("drafting_compiled", seconds=round(float(warm_up()), 1))
             except Exception as exc:  # noqa: BLE001  the task retries loading and fails its events visibly
                 log.error("model_load_failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -90,6 +97,12 @@ class WorkerRuntime:
         if self._memory_sync is None:
             self._memory_sync = MemorySync(self.engine(), self.settings.model.memory_sync_s)
         return PipelineContext(self.engine(), self.settings, self.triager, self.enqueue, learn=self._memory_sync)
+
+    def drafts(self) -> DraftContext:
+        """Context for the draft stage (it learns reviewed tickets too: sent replies are suggestions)."""
+        if self._memory_sync is None:
+            self._memory_sync = MemorySync(self.engine(), self.settings.model.memory_sync_s)
+        return DraftContext(self.engine(), self.settings, self.triager, self.enqueue, learn=self._memory_sync)
 
     def delivery(self) -> DeliveryContext:
         """Context for the delivery flow."""
@@ -131,13 +144,17 @@ def make_worker_app(settings: Settings) -> Celery:
                 "schedule": float(interval),
                 # Expiry keeps sweeps from piling up while no worker runs; polling brokers need slack.
                 "options": {"queue": DELIVER_QUEUE, "expires": float(max(60, 3 * interval))},
-            }
+            },
+            **kb_beat_schedule(settings),
+            **retention_beat_schedule(settings),
         },
         worker_send_task_events=False,
         task_send_sent_event=False,
     )
     runtime = WorkerRuntime(app, settings)
     register_tasks(app, runtime)
+    register_kb_tasks(app, runtime)
+    register_retention_tasks(app, runtime)
     app.steps["worker"].add(Heartbeat)
     watchdog = type("ConsumerWatchdog", (ConsumerWatchdog,), {"stall_s": float(settings.worker.stall_timeout_s)})
     app.steps["consumer"].add(watchdog)
@@ -169,7 +186,8 @@ def run_worker(settings: Settings, *, queues: list[str], concurrency: int, beat:
     app = make_worker_app(settings)
     declare_queues(app)
     runtime: WorkerRuntime = app.itsm_runtime  # type: ignore[attr-defined]
-    runtime.warm_model = TRIAGE_QUEUE in queues
+    runtime.warm_model = TRIAGE_QUEUE in queues or DRAFT_QUEUE in queues
+    runtime.warm_drafting = DRAFT_QUEUE in queues
     if port:
         serve_metrics(port, make_engine(settings))
         log.info("metrics_serving", port=port)

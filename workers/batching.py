@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -60,10 +61,17 @@ class LeaseHeartbeat:
     one lease, whatever the broker.
     """
 
-    def __init__(self, engine: Engine, settings: Settings, event_ids: list[int]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        event_ids: list[int],
+        renew: Callable[..., int] | None = None,
+    ) -> None:
         self._engine = engine
         self._lease = triage_lease_s(settings)
         self._ids = list(event_ids)
+        self._renew = renew or renew_leases  # the draft stage renews its triages' leases the same way
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
@@ -87,7 +95,7 @@ class LeaseHeartbeat:
                 ids = list(self._ids)
             try:
                 with session_scope(self._engine) as session:
-                    renew_leases(session, ids, lease_until=utcnow() + timedelta(seconds=self._lease))
+                    self._renew(session, ids, lease_until=utcnow() + timedelta(seconds=self._lease))
             except Exception as exc:  # noqa: BLE001  a missed renewal only risks a duplicate run (deduped)
                 log.warning("lease_renewal_failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Sequence
 
-from service.domain.schemas import CanonicalTicket, LabelPrediction, TriageResult
+from service.domain.schemas import CanonicalTicket, DraftResult, LabelPrediction, TriageResult
 
 FAKE_MODEL_VERSION = "fake-llm-1"
 QUEUES = ("Technical Support", "Billing and Payments", "Network Infrastructure", "IT Support")
@@ -32,13 +32,55 @@ class FakeTriager:
     model_version = FAKE_MODEL_VERSION
     adapter_version: str | None = None
 
-    def __init__(self, *, latency_ms: int = 0, draft_replies: bool = True) -> None:
+    def __init__(self, *, latency_ms: int = 0, draft_latency_ms: int = 0, draft_replies: bool = True) -> None:
         self.latency_ms = latency_ms
+        self.draft_latency_ms = draft_latency_ms
         self.draft_replies = draft_replies
         self.batches: list[int] = []  # sizes of the batches seen, for tests
+        self.draft_batches: list[int] = []
+        self.evidence_seen: list[list[str | None]] = []
+        self.draft_extra = ""  # appended to every draft: tests make the "model" invent links and addresses
+        self.forgotten: set[str] = set()  # ticket-memory ids erased (the fake has no memory; tests read this)
 
-    def triage(self, tickets: Sequence[CanonicalTicket]) -> list[TriageResult]:
-        """One result per ticket, in order, after one simulated model call for the whole batch."""
+    def forget(self, ids: Sequence[str]) -> int:
+        """Record erased ids; the fake keeps no ticket memory, so nothing is removed."""
+        self.forgotten.update(ids)
+        return 0
+
+    def classify(self, tickets: Sequence[CanonicalTicket]) -> list[TriageResult]:
+        """Labels only (the first stage)."""
+        results = self.triage(tickets, draft=False)
+        return results
+
+    def draft(
+        self, tickets: Sequence[CanonicalTicket], evidence: Sequence[str | None] | None = None
+    ) -> list[DraftResult]:
+        """A reply per ticket after one simulated drafting call (`draft_latency_ms`, `FAKE_DRAFT_RAISE` fails it);
+        the evidence it was given is kept for tests and, as an LLM would be asked to, the reply names the first
+        article it was shown."""
+        self.evidence_seen.append(list(evidence) if evidence is not None else [None] * len(tickets))
+        started = time.perf_counter()
+        if any("FAKE_DRAFT_RAISE" in t.body for t in tickets):
+            raise FakeLLMError("fake drafting failure requested by the ticket")
+        if self.draft_latency_ms:
+            time.sleep(self.draft_latency_ms / 1000)
+        self.draft_batches.append(len(tickets))
+        per_ticket = (time.perf_counter() - started) / max(1, len(tickets))
+        given = self.evidence_seen[-1]
+        return [
+            DraftResult(
+                draft_reply=(_reply(t, e) + self.draft_extra)
+                if self.draft_replies and (t.subject or t.body).strip()
+                else None,
+                source="model",
+                timings={"draft_s": per_ticket},
+            )
+            for t, e in zip(tickets, given, strict=True)
+        ]
+
+    def triage(self, tickets: Sequence[CanonicalTicket], *, draft: bool = True) -> list[TriageResult]:
+        """One result per ticket, in order, after one simulated model call for the whole batch (with a draft unless
+        `draft` is false)."""
         started = time.perf_counter()
         text = "\n".join(t.body for t in tickets)
         if "FAKE_LLM_RAISE" in text:
@@ -48,9 +90,9 @@ class FakeTriager:
             time.sleep(delay)
         self.batches.append(len(tickets))
         elapsed = time.perf_counter() - started
-        return [self._one(t, elapsed / max(1, len(tickets))) for t in tickets]
+        return [self._one(t, elapsed / max(1, len(tickets)), draft) for t in tickets]
 
-    def _one(self, ticket: CanonicalTicket, per_ticket_s: float) -> TriageResult:
+    def _one(self, ticket: CanonicalTicket, per_ticket_s: float, draft: bool) -> TriageResult:
         """Deterministic labels: a keyword picks the queue, the text's hash the priority and confidences."""
         text = f"{ticket.subject}\n{ticket.body}".lower()
         digest = hashlib.sha256(text.encode()).digest()
@@ -62,9 +104,7 @@ class FakeTriager:
             "category": _pred(CATEGORIES, q, min(1.0, conf + 0.05)),
             "priority": _pred(PRIORITIES, p, 0.5 + (digest[3] / 255) * 0.5),
         }
-        reply = None
-        if self.draft_replies:
-            reply = f'Hello, thank you for your message about "{ticket.subject[:80]}". We are looking into it.'
+        reply = _reply(ticket) if self.draft_replies and draft else None
         return TriageResult(
             predictions=predictions,
             draft_reply=reply,
@@ -72,6 +112,12 @@ class FakeTriager:
             adapter_version=None,
             timings={"model_s": per_ticket_s},
         )
+
+
+def _reply(ticket: CanonicalTicket, evidence: str | None = None) -> str:
+    reply = f'Hello, thank you for your message about "{ticket.subject[:80]}". We are looking into it.'
+    first = (evidence or "").split("\n", 1)[0]
+    return f"{reply} See {first}." if first else reply
 
 
 def _pred(labels: Sequence[str], index: int, confidence: float) -> LabelPrediction:

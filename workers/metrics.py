@@ -17,7 +17,8 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from service.domain.tables import Delivery, InboundEvent
+from service.domain.tables import Delivery, InboundEvent, Triage
+from service.knowledge.metrics import KnowledgeCollector
 
 _LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -34,6 +35,9 @@ class WorkerMetrics:
     field_decisions: Counter
     deliveries: Counter
     dead_letters: Counter
+    drafts: Counter
+    draft_latency: Histogram
+    draft_batch_latency: Histogram
 
 
 @cache
@@ -51,6 +55,13 @@ def metrics() -> WorkerMetrics:
         field_decisions=Counter("itsm_field_decisions", "Policy decisions per predicted field", ["field", "decision"]),
         deliveries=Counter("itsm_deliveries", "Delivery attempts by outcome", ["kind", "outcome"]),
         dead_letters=Counter("itsm_dead_letters", "Work given up on (dead-lettered)", ["kind", "reason"]),
+        drafts=Counter("itsm_drafts", "Reply suggestions stored, by source (model, history, none)", ["source"]),
+        draft_latency=Histogram(
+            "itsm_draft_latency_seconds", "Labels stored -> reply suggestion stored", buckets=_LATENCY_BUCKETS
+        ),
+        draft_batch_latency=Histogram(
+            "itsm_draft_batch_seconds", "Model time for one drafting batch", buckets=_LATENCY_BUCKETS
+        ),
     )
 
 
@@ -76,6 +87,7 @@ class BacklogCollector(Collector):
         deliveries = GaugeMetricFamily(
             "itsm_outbox_deliveries", "Outbox rows by kind and status", labels=["kind", "status"]
         )
+        drafts = GaugeMetricFamily("itsm_triage_drafts", "Triages by draft status", labels=["status"])
         with Session(self._engine) as session:
             for status, n in session.exec(select(InboundEvent.status, func.count()).group_by(InboundEvent.status)):
                 events.add_metric([status], n)
@@ -84,8 +96,11 @@ class BacklogCollector(Collector):
             )
             for kind, status, n in rows:
                 deliveries.add_metric([kind, status], n)
+            for status, n in session.exec(select(Triage.draft_status, func.count()).group_by(Triage.draft_status)):
+                drafts.add_metric([status], n)
         yield events
         yield deliveries
+        yield drafts
 
 
 def serve_metrics(port: int, engine: Engine) -> CollectorRegistry:
@@ -94,5 +109,6 @@ def serve_metrics(port: int, engine: Engine) -> CollectorRegistry:
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         MultiProcessCollector(registry)
     registry.register(BacklogCollector(engine))
+    registry.register(KnowledgeCollector(engine))
     start_http_server(port, addr="0.0.0.0", registry=registry)
     return registry

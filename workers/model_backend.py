@@ -7,10 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from service.domain.ports import Triager
-from service.domain.schemas import CanonicalTicket, LabelPrediction, TriageResult
+from service.domain.schemas import CanonicalTicket, DraftResult, LabelPrediction, TriageResult
 from service.settings import Settings
 from workers.fake_triager import FakeTriager
+
+log = structlog.get_logger(__name__)
 
 
 class ModelTriager:
@@ -23,15 +27,46 @@ class ModelTriager:
         self.adapter_version: str | None = getattr(triager, "adapter_version", None)
         self.trained_at: str | None = (getattr(triager, "meta", None) or {}).get("trained_at")
 
-    def triage(self, tickets: Sequence[CanonicalTicket]) -> list[TriageResult]:
-        """Run the whole batch through the model in one call and map every Prediction."""
-        from models.inference import TicketInput
-
-        inputs = [TicketInput(id=t.external_id, subject=t.subject, body=t.body) for t in tickets]
+    def classify(self, tickets: Sequence[CanonicalTicket]) -> list[TriageResult]:
+        """Labels for the whole batch in one model call, each Prediction mapped (no draft: see `draft`)."""
+        inputs = _inputs(tickets)
         started = time.perf_counter()
-        preds = self._triager.predict(inputs, draft_replies=self._draft_replies)
+        preds = self._triager.classify(inputs)
         batch_s = time.perf_counter() - started
         return [self._map(p, batch_s / max(1, len(inputs))) for p in preds]
+
+    def draft(
+        self, tickets: Sequence[CanonicalTicket], evidence: Sequence[str | None] | None = None
+    ) -> list[DraftResult]:
+        """A reply suggestion per ticket (a past reply or an LLM draft, as reply_mode says, LLM drafts shown the
+        knowledge-base `evidence`); none when drafting is off."""
+        if not self._draft_replies:
+            return [DraftResult() for _ in tickets]
+        out = []
+        for s in self._triager.suggest(_inputs(tickets), evidence):
+            out.append(
+                DraftResult(
+                    draft_reply=s.reply or None,
+                    source=s.source,
+                    flags=[str(f) for f in s.flags],
+                    timings={"draft_s": s.seconds},
+                    grounds=[str(g) for g in s.grounds],
+                )
+            )
+        return out
+
+    def warm_up(self) -> float:
+        """Compile the drafting shapes now (static drafting on a GPU), not on the first request; seconds taken."""
+        drafter = getattr(self._triager, "drafter", None)
+        return float(drafter.warm_up()) if drafter is not None and self._draft_replies else 0.0
+
+    def triage(self, tickets: Sequence[CanonicalTicket]) -> list[TriageResult]:
+        """Labels and draft in one call (offline use and benchmarks; the worker runs the two stages apart)."""
+        results = self.classify(tickets)
+        for result, drafted in zip(results, self.draft(tickets), strict=True):
+            result.draft_reply = drafted.draft_reply
+            result.flags += drafted.flags
+        return results
 
     def remember(self, rows: Sequence[dict[str, Any]]) -> int:
         """Reviewed tickets (service.review.feedback.training_rows) into the model's ticket memory."""
@@ -41,6 +76,10 @@ class ModelTriager:
         tickets = [TicketInput(id=str(r["id"]), subject=r.get("subject") or "", body=r.get("body") or "") for r in rows]
         labels = [{k: str(v) for k, v in r.items() if k not in TEXT_COLUMNS and v is not None} for r in rows]
         return int(self._triager.remember(tickets, labels, [r.get("reply") for r in rows]))
+
+    def forget(self, ids: Sequence[str]) -> int:
+        """Erased tickets (ticket-memory ids 'source:key') out of the model's memory; returns the rows removed."""
+        return int(self._triager.forget(list(ids)))
 
     def _map(self, pred: Any, per_ticket_s: float) -> TriageResult:
         """models.Prediction -> TriageResult (the one place the two vocabularies meet)."""
@@ -87,14 +126,41 @@ def model_config(settings: Settings, adapter: str | None = None) -> Any:
         reply_mode=m.reply_mode,
         reply_min_similarity=m.reply_min_similarity,
         memory_max_rows=m.memory_max_rows,
+        static_drafting=m.static_drafting,
+        draft_batch_size=m.draft_batch_size,
+        draft_batch_buckets=tuple(m.draft_batch_buckets),
+        draft_prompt_buckets=tuple(m.draft_prompt_buckets),
+        offline=m.offline,
+        hub_kernels=m.hub_kernels,
     )
+
+
+def _inputs(tickets: Sequence[CanonicalTicket]) -> list[Any]:
+    """CanonicalTicket -> models.inference.TicketInput."""
+    from models.inference import TicketInput
+
+    return [TicketInput(id=t.external_id, subject=t.subject, body=t.body) for t in tickets]
 
 
 def load_triager(settings: Settings) -> Triager:
     """Load the configured backend (call after fork: the model must never live in the Celery parent)."""
     m = settings.model
     if m.backend == "fake":
-        return FakeTriager(latency_ms=m.fake_latency_ms, draft_replies=m.draft_replies)
+        return FakeTriager(
+            latency_ms=m.fake_latency_ms, draft_latency_ms=m.fake_draft_latency_ms, draft_replies=m.draft_replies
+        )
     from models.inference import Triager as LLMTriager
 
-    return ModelTriager(LLMTriager.load(model_config(settings)), draft_replies=m.draft_replies)
+    llm = LLMTriager.load(model_config(settings))
+    warn_label_maps(settings, (getattr(llm, "meta", None) or {}).get("fields") or {})
+    return ModelTriager(llm, draft_replies=m.draft_replies)
+
+
+def warn_label_maps(settings: Settings, fields: dict[str, list[str]]) -> list[str]:
+    """Log (at start-up) every label map that names labels the adapter cannot produce or misses ones it does."""
+    from service.domain.label_maps import map_warnings
+
+    messages = [w.message() for w in map_warnings(settings, fields)]
+    for message in messages:
+        log.warning("label_map_mismatch", detail=message)
+    return messages

@@ -1,4 +1,8 @@
-"""The triage flow as plain functions (no Celery): claim -> ticket -> model -> store -> policy -> outbox.
+"""The triage flow as plain functions (no Celery): claim -> ticket -> model (labels) -> store -> policy -> outbox.
+
+This is the first of two stages: the labels decide who sees a ticket and which SLA clock runs, so they are stored
+and written back (the internal note) as soon as they exist; the reply suggestion is drafted after, by the draft
+stage (workers/drafts.py, its own queue), so a slow draft never holds a label.
 
 A task keeps going while a backlog exists: after a batch's model call, a helper thread stores its results
 while this thread claims and scrubs the next batch and runs the model again, so the database and scrubbing
@@ -20,7 +24,7 @@ from service.db import session_scope
 from service.domain.ports import Triager
 from service.domain.schemas import CanonicalTicket, TriageResult
 from service.domain.tables import EventStatus, InboundEvent, Ticket, Triage, utcnow
-from service.queue import DELIVER_TASK, TRIAGE_EVENT_TASK
+from service.queue import DELIVER_TASK, DRAFT_TASK, TRIAGE_EVENT_TASK
 from service.settings import Settings
 from workers.batching import LeaseHeartbeat, claim_batch, next_batch, unclaim
 from workers.metrics import metrics
@@ -52,6 +56,7 @@ class TriageReport:
     failed: list[int] = field(default_factory=list)
     dead: list[int] = field(default_factory=list)
     deliveries: list[int] = field(default_factory=list)
+    drafts: list[int] = field(default_factory=list)  # triage ids handed to the draft stage
 
 
 def triage_event(ctx: PipelineContext, event_id: int, *, redelivered: bool = False) -> TriageReport:
@@ -89,7 +94,7 @@ def run_batches(ctx: PipelineContext, event_ids: list[int], report: TriageReport
                         triager = ctx.triager()
                         _learn(ctx, triager)  # before the clock starts: a poll is not model latency
                         started = time.perf_counter()
-                        results = triager.triage(inputs)
+                        results = triager.classify(inputs)
                         if len(results) != len(inputs):
                             raise RuntimeError(f"model returned {len(results)} results for {len(inputs)} tickets")
                     except Exception as exc:  # noqa: BLE001  any model failure: retry later, never lose events
@@ -133,12 +138,15 @@ def _claim_and_prepare(ctx: PipelineContext, report: TriageReport, heartbeat: Le
 def _store(
     ctx: PipelineContext, report: TriageReport, work: list[Work], results: list[TriageResult], elapsed: float
 ) -> None:
-    """Store one batch, then enqueue its deliveries (after the commit: a worker must find the rows)."""
-    ids = store_batch(ctx.engine, ctx.settings, work, results, batch_s=elapsed)
+    """Store one batch, then enqueue its deliveries and drafts (after the commit: a worker must find the rows)."""
+    stored = store_batch(ctx.engine, ctx.settings, work, results, batch_s=elapsed)
     report.triaged.extend(w.event_id for w in work)
-    report.deliveries.extend(ids)
-    for delivery_id in ids:
+    report.deliveries.extend(stored.deliveries)
+    report.drafts.extend(stored.drafts)
+    for delivery_id in stored.deliveries:
         ctx.enqueue(DELIVER_TASK, delivery_id, None)
+    for triage_id in stored.drafts:
+        ctx.enqueue(DRAFT_TASK, triage_id, None)
 
 
 def _give_back(ctx: PipelineContext, prepared: Prepared | None) -> None:
@@ -182,7 +190,8 @@ def _prepare(
         seen.add(key)
         subject, f1 = scrub_text(ticket.subject)
         body, f2 = scrub_text(ticket.body)
-        flags = sorted(set(f1 + f2 + (["body_truncated"] if ticket.body_truncated else [])))
+        # the ticket's own flags too: what ingest saw before redacting (hidden tags, look-alikes) still counts
+        flags = sorted(set(f1 + f2 + list(ticket.flags or []) + (["body_truncated"] if ticket.body_truncated else [])))
         work.append(Work(event_id=eid, ticket=ticket, flags=flags))
         inputs.append(
             CanonicalTicket(

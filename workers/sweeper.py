@@ -17,13 +17,15 @@ from service.db import session_scope
 from service.domain.tables import (
     Delivery,
     DeliveryStatus,
+    DraftStatus,
     EventStatus,
     InboundEvent,
     Suggestion,
     SuggestionStatus,
+    Triage,
     utcnow,
 )
-from service.queue import DELIVER_TASK, TRIAGE_EVENT_TASK
+from service.queue import DELIVER_TASK, DRAFT_TASK, TRIAGE_EVENT_TASK
 from service.settings import Settings
 from workers.metrics import metrics
 
@@ -41,6 +43,8 @@ class SweepReport:
     events_dead: list[int] = field(default_factory=list)
     deliveries_requeued: list[int] = field(default_factory=list)
     deliveries_dead: list[int] = field(default_factory=list)
+    drafts_requeued: list[int] = field(default_factory=list)
+    drafts_dead: list[int] = field(default_factory=list)
 
 
 def sweep(engine: Engine, settings: Settings, enqueue: Enqueue, *, now: datetime | None = None) -> SweepReport:
@@ -50,15 +54,11 @@ def sweep(engine: Engine, settings: Settings, enqueue: Enqueue, *, now: datetime
     try:
         _sweep_events(engine, settings, enqueue, now, report)
         _sweep_deliveries(engine, settings, enqueue, now, report)
+        _sweep_drafts(engine, settings, enqueue, now, report)
     finally:
-        if any((report.events_requeued, report.events_dead, report.deliveries_requeued, report.deliveries_dead)):
-            log.info(
-                "sweep_completed",
-                events_requeued=len(report.events_requeued),
-                events_dead=len(report.events_dead),
-                deliveries_requeued=len(report.deliveries_requeued),
-                deliveries_dead=len(report.deliveries_dead),
-            )
+        counts = {k: len(v) for k, v in vars(report).items()}
+        if any(counts.values()):
+            log.info("sweep_completed", **counts)
     return report
 
 
@@ -206,3 +206,57 @@ def _sweep_deliveries(engine: Engine, settings: Settings, enqueue: Enqueue, now:
             metrics().dead_letters.labels(kind="delivery", reason="max_attempts").inc()
         else:
             report.deliveries_requeued.append(delivery_id)
+
+
+def _sweep_drafts(engine: Engine, settings: Settings, enqueue: Enqueue, now: datetime, report: SweepReport) -> None:
+    """Pending drafts whose message is gone (older than the grace, past any retry backoff) and drafting claims past
+    their lease (dead worker): back to pending and re-enqueued, or failed after max_attempts."""
+    grace = now - timedelta(seconds=settings.worker.stuck_grace_s)
+    due = or_(col(Triage.draft_lease_until).is_(None), col(Triage.draft_lease_until) <= now)
+    stuck = or_(
+        and_(col(Triage.draft_status) == DraftStatus.pending, col(Triage.created_at) < grace, due),
+        and_(col(Triage.draft_status) == DraftStatus.drafting, col(Triage.draft_lease_until) < now),
+    )
+    with session_scope(engine) as session:
+        rows = list(
+            session.exec(
+                select(Triage.id, Triage.draft_status, Triage.draft_attempts, Triage.draft_lease_until)
+                .where(stuck)
+                .order_by(col(Triage.id))
+                .limit(SWEEP_LIMIT)
+            )
+        )
+    for row_id, status, attempts, until in rows:
+        triage_id = int(row_id or 0)
+        give_up = status == DraftStatus.drafting and attempts >= settings.worker.max_attempts
+        values: dict[str, Any] = (
+            {"draft_status": DraftStatus.failed, "draft_lease_until": None, "draft_error": "worker lost (sweeper)"}
+            if give_up
+            # not before the next sweep: a slow worker that still claims it wins; a lost message is resent once
+            else {
+                "draft_status": DraftStatus.pending,
+                "draft_lease_until": now + timedelta(seconds=settings.worker.stuck_grace_s),
+            }
+        )
+        with session_scope(engine) as session:
+            res = session.execute(
+                update(Triage)
+                .where(
+                    col(Triage.id) == triage_id,
+                    col(Triage.draft_status) == status,
+                    col(Triage.draft_attempts) == attempts,
+                    col(Triage.draft_lease_until).is_(None)
+                    if until is None
+                    else col(Triage.draft_lease_until) == until,
+                )
+                .values(**values)
+            )
+            if not getattr(res, "rowcount", 0):
+                continue
+            if not give_up:
+                enqueue(DRAFT_TASK, triage_id, None)
+        if give_up:
+            report.drafts_dead.append(triage_id)
+            metrics().dead_letters.labels(kind="draft", reason="max_attempts").inc()
+        else:
+            report.drafts_requeued.append(triage_id)

@@ -11,6 +11,7 @@ import time
 import click
 
 from service.devsecrets import ensure_dev_secrets
+from service.queue import QUEUES
 from service.settings import Settings
 
 
@@ -83,7 +84,10 @@ def serve(settings: Settings, host: str, port: int, dev: bool) -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.pass_obj
 def run(settings: Settings, host: str, port: int) -> None:
-    """Everything in one process tree on embedded defaults: API + review UI + worker (+ sweeper)."""
+    """Everything in one process tree on embedded defaults: API + review UI + workers (+ sweeper).
+
+    Two worker processes: labels and write-backs in one, reply drafts in the other, so a draft that takes seconds
+    on a CPU never delays the next ticket's labels (bench/e2e.py measures it)."""
     settings, generated = ensure_dev_secrets(settings)
     if generated:
         click.echo(
@@ -97,20 +101,26 @@ def run(settings: Settings, host: str, port: int) -> None:
 
     upgrade(settings)
     env = {**os.environ, **_settings_env(settings)}
-    worker_proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "worker", "--queues", "triage,deliver", "--beat"],
-        env=env,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-    )
+    groups = [["triage,deliver", "--beat"]] + ([["draft"]] if settings.model.draft_replies else [])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "worker", "--queues", *group],
+            env=env,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        for group in groups
+    ]
     click.echo(f"API and review UI on http://{host}:{port}/review (webhooks: /webhooks/jira, /webhooks/servicenow)")
     try:
         _serve_api(settings, host, port)
     finally:
-        worker_proc.send_signal(signal.SIGTERM)
-        try:
-            worker_proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker_proc.kill()
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def _die_with_parent() -> None:
@@ -150,7 +160,9 @@ def _settings_env(settings: Settings) -> dict[str, str]:
 
 
 @click.command()
-@click.option("--queues", default="triage,deliver", show_default=True, help="Comma-separated queues to consume.")
+@click.option(
+    "--queues", default="triage,draft,deliver", show_default=True, help="Comma-separated queues to consume."
+)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=None, help="Processes (default: settings).")
 @click.option("--beat", is_flag=True, help="Also run the periodic sweeper in this worker.")
 @click.pass_obj
@@ -161,10 +173,10 @@ def worker(settings: Settings, queues: str, concurrency: int | None, beat: bool)
 
     configure_logging(settings)
     names = [q.strip() for q in queues.split(",") if q.strip()]
-    unknown = set(names) - {"triage", "deliver"}
+    unknown = set(names) - set(QUEUES)
     if not names or unknown:
         raise click.BadParameter(
-            f"unknown queue(s) {sorted(unknown)}; use triage and/or deliver", param_hint="--queues"
+            f"unknown queue(s) {sorted(unknown)}; use any of {', '.join(QUEUES)}", param_hint="--queues"
         )
     run_worker(settings, queues=names, concurrency=concurrency or settings.worker.concurrency, beat=beat)
 

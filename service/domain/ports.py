@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from service.domain.schemas import CanonicalTicket, NormalizedEvent, TriageResult, WriteBack, WriteOutcome
+from service.domain.schemas import CanonicalTicket, DraftResult, NormalizedEvent, TriageResult, WriteBack, WriteOutcome
 
 
 class WebhookParser(Protocol):
@@ -27,10 +27,17 @@ class WebhookParser(Protocol):
 
 
 class Triager(Protocol):
-    """Runs the model over a batch of tickets."""
+    """Runs the model over a batch of tickets: labels first (`classify`), reply suggestions after (`draft`)."""
 
-    def triage(self, tickets: Sequence[CanonicalTicket]) -> list[TriageResult]:
-        """One result per ticket, in order."""
+    def classify(self, tickets: Sequence[CanonicalTicket]) -> list[TriageResult]:
+        """Labels with probabilities, one result per ticket, in order (no draft: see `draft`)."""
+        ...
+
+    def draft(
+        self, tickets: Sequence[CanonicalTicket], evidence: Sequence[str | None] | None = None
+    ) -> list[DraftResult]:
+        """A reply suggestion per ticket, in order (`draft_reply` None where there is nothing to suggest);
+        `evidence` per ticket: quoted knowledge-base passages for a drafted reply (None: nothing above threshold)."""
         ...
 
 

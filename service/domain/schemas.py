@@ -80,6 +80,18 @@ class TriageResult(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
 
 
+class DraftResult(BaseModel):
+    """The reply suggested for one triaged ticket (the second stage, after the labels)."""
+
+    draft_reply: str | None = None
+    source: str | None = Field(None, description='"model", or "history:<id>" for a past reply')
+    flags: list[str] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+    grounds: list[str] = Field(
+        default_factory=list, description="Texts the draft was built from (the past reply reused or shown)"
+    )
+
+
 class WriteBack(BaseModel):
     """One outbound write to the ITSM tool, built from an outbox row (labels are mapped by the connector)."""
 

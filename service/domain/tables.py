@@ -69,6 +69,9 @@ class Ticket(SQLModel, table=True):
     body: str = Field(default="", sa_column=Column(Text, nullable=False))
     body_truncated: bool = False
     reporter: str | None = Field(default=None, max_length=300)
+    reporter_digest: str | None = Field(
+        default=None, max_length=64, index=True, description="sha256 of the reporter's e-mail (erasure look-up)"
+    )
     priority: str | None = Field(default=None, max_length=100)
     category: str | None = Field(default=None, max_length=200)
     labels: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -102,11 +105,24 @@ class LabelCorrection(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class DraftStatus(StrEnum):
+    """Where a triage's reply suggestion stands: the labels are stored first, the draft follows (workers/drafts.py)."""
+
+    none = "none"  # no draft for this triage (drafting off, an empty ticket, or nothing to suggest)
+    pending = "pending"  # waiting for a draft worker
+    drafting = "drafting"  # claimed by a draft worker (draft_lease_until set)
+    ready = "ready"  # the suggestion is stored
+    failed = "failed"  # gave up after max attempts (visible in the review UI and metrics)
+
+
 class Triage(SQLModel, table=True):
     """The model's output for one ticket version: labels with probabilities, a draft, versions and timings."""
 
     __tablename__ = "triage"
-    __table_args__ = (UniqueConstraint("ticket_id", "source_version", name="uq_triage_ticket_version"),)
+    __table_args__ = (
+        UniqueConstraint("ticket_id", "source_version", name="uq_triage_ticket_version"),
+        Index("ix_triage_draft_status", "draft_status", "draft_lease_until"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     ticket_id: int = Field(foreign_key="ticket.id", index=True)
@@ -128,6 +144,11 @@ class Triage(SQLModel, table=True):
     adapter_version: str | None = Field(default=None, max_length=300)
     timings: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+    draft_status: str = Field(default=DraftStatus.none, max_length=20)
+    draft_attempts: int = 0
+    draft_lease_until: datetime | None = None
+    draft_error: str | None = Field(default=None, sa_column=Column(Text))
+    draft_ready_at: datetime | None = None
 
 
 class SuggestionStatus(StrEnum):
@@ -157,6 +178,11 @@ class Suggestion(SQLModel, table=True):
     version: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     decided_at: datetime | None = None
+    sources: list[dict[str, Any]] | None = Field(
+        default=None,
+        sa_column=Column(JSON),
+        description="What the draft was grounded on: [{kind, title, url, passage, score, ...}] (None: not recorded)",
+    )
 
 
 class DeliveryKind(StrEnum):
@@ -248,3 +274,10 @@ class AuditEntry(SQLModel, table=True):
     target_id: str = Field(max_length=200)
     before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     after: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+# Knowledge-base tables live in their own module; importing it registers them on the same metadata.
+from service.domain.knowledge import KbArticle, KbPassage, KbSyncState  # noqa: E402, F401
+
+# The erasure log (privacy) likewise.
+from service.domain.privacy import Erasure  # noqa: E402, F401

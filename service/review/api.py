@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from sqlmodel import Session
 
 from service.domain.tables import LabelCorrection, Role, User
-from service.review import accounts, actions, audit, dashboard, queries
-from service.review.auth import Principal, ReviewError, engine_of, require_api
+from service.review import accounts, actions, audit, dashboard, evidence, queries
+from service.review.auth import Principal, ReviewError, context, engine_of, require_api
 from service.review.schemas import (
     ApproveIn,
     AuditOut,
@@ -21,8 +21,11 @@ from service.review.schemas import (
     DecisionOut,
     FieldPrediction,
     MeOut,
+    PreparingOut,
     QueueOut,
     RejectIn,
+    SimilarTicketOut,
+    SourceOut,
     StatsOut,
     SuggestionOut,
     SuggestionSummary,
@@ -64,6 +67,7 @@ def list_suggestions(
     filters = queries.QueueFilters(source, status, field, value, min_conf, max_conf)
     with Session(engine_of(request)) as session:
         result = queries.queue(session, filters, page=page, per_page=per_page)
+        preparing, preparing_total = queries.preparing(session, filters)
     items = [
         SuggestionSummary(
             id=i.suggestion.id or 0,
@@ -78,7 +82,29 @@ def list_suggestions(
         )
         for i in result.items
     ]
-    return QueueOut(items=items, total=result.total, page=page, per_page=per_page, counts=result.counts)
+    waiting = [
+        PreparingOut(
+            triage_id=p.triage.id or 0,
+            ticket_id=p.ticket.id or 0,
+            source=p.ticket.source,
+            external_key=p.ticket.external_key,
+            subject=p.ticket.subject,
+            draft_status=p.triage.draft_status,
+            draft_error=p.triage.draft_error if p.triage.draft_status == "failed" else None,
+            labels_at=p.triage.created_at,
+            labels={k: (v or {}).get("label") for k, v in (p.triage.predictions or {}).items()},
+        )
+        for p in preparing
+    ]
+    return QueueOut(
+        items=items,
+        total=result.total,
+        page=page,
+        per_page=per_page,
+        counts=result.counts,
+        preparing=waiting,
+        preparing_total=preparing_total,
+    )
 
 
 @router.get("/suggestions/{suggestion_id}", response_model=SuggestionOut, responses={404: {}})
@@ -86,7 +112,8 @@ def get_suggestion(request: Request, suggestion_id: int, _principal: Viewer) -> 
     """One suggestion with its ticket, predictions (with probabilities), corrections and deliveries."""
     with Session(engine_of(request)) as session:
         view = queries.suggestion_view(session, suggestion_id)
-    return suggestion_out(view)
+        found = evidence.evidence_for_view(session, view, context(request).settings)
+    return suggestion_out(view, found)
 
 
 @router.post("/suggestions/{suggestion_id}/approve", response_model=DecisionOut, responses={404: {}, 409: {}})
@@ -133,7 +160,7 @@ def correct(request: Request, ticket_id: int, body: CorrectIn, principal: Agent)
 def stats(request: Request, _principal: Viewer, days: Annotated[int, Query(ge=1, le=366)] = 30) -> StatsOut:
     """Acceptance rate, edit rate and per-field precision per day."""
     with Session(engine_of(request)) as session:
-        result = dashboard.compute(session, days=days)
+        result = dashboard.compute(session, days=days, policy=request.app.state.review.settings.policy)
     return StatsOut(days=[day_out(d, result.fields) for d in result.days], total=day_out(result.total, result.fields))
 
 
@@ -203,11 +230,16 @@ def day_out(d: dashboard.DayStats, fields: list[str]) -> DayOut:
         acceptance_rate=d.acceptance_rate,
         edit_rate=d.edit_rate,
         precision={f: d.precision(f) for f in fields},
+        shadow_reviewed={f: n for f in fields if (n := d.shadow_total.get(f, 0))},
+        shadow_precision={f: d.shadow_precision(f) for f in fields if d.shadow_total.get(f)},
+        source_share=d.source_share,
+        acceptance_with_source=d.acceptance_with_source,
+        acceptance_without_source=d.acceptance_without_source,
     )
 
 
-def suggestion_out(view: queries.SuggestionView) -> SuggestionOut:
-    """API shape of a suggestion view."""
+def suggestion_out(view: queries.SuggestionView, found: evidence.Evidence | None = None) -> SuggestionOut:
+    """API shape of a suggestion view (with its evidence when given)."""
     s, t, tr = view.suggestion, view.ticket, view.triage
     preds = {}
     for name, p in (tr.predictions or {}).items():
@@ -225,6 +257,7 @@ def suggestion_out(view: queries.SuggestionView) -> SuggestionOut:
         status=s.status,
         version=s.version,
         draft=s.draft,
+        draft_flags=view.draft_warnings(),
         final_reply=s.final_reply,
         edit_distance=s.edit_distance,
         reviewer=s.reviewer,
@@ -252,4 +285,13 @@ def suggestion_out(view: queries.SuggestionView) -> SuggestionOut:
             }
             for d in view.deliveries
         ],
+        similar=[SimilarTicketOut(**t.as_json()) for t in found.similar] if found else [],
+        sources=(
+            [
+                SourceOut(title=c.title, url=c.url, number=c.number, source=c.source, passage=c.passage, score=c.score)
+                for c in found.sources
+            ]
+            if found and s.sources is not None
+            else None
+        ),
     )

@@ -8,7 +8,15 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from service.domain.tables import Delivery, LabelCorrection, Suggestion, SuggestionStatus, Ticket, Triage
+from service.domain.tables import (
+    Delivery,
+    DraftStatus,
+    LabelCorrection,
+    Suggestion,
+    SuggestionStatus,
+    Ticket,
+    Triage,
+)
 from service.review.auth import ReviewError
 from service.review.feedback import effective_labels, latest_corrections
 
@@ -99,6 +107,40 @@ def queue(session: Session, filters: QueueFilters, *, page: int = 1, per_page: i
     return QueuePage(items=items, total=total, page=page, per_page=per_page, counts=counts)
 
 
+# Triages whose reply suggestion is not there yet: being drafted, waiting for a draft worker, or given up on.
+PREPARING = (DraftStatus.pending, DraftStatus.drafting, DraftStatus.failed)
+PREPARING_SHOWN = 50
+
+
+@dataclass
+class PreparingItem:
+    """A ticket whose labels are out and whose draft is still being prepared (or failed)."""
+
+    triage: Triage
+    ticket: Ticket
+
+
+def preparing(
+    session: Session, filters: QueueFilters, *, limit: int = PREPARING_SHOWN
+) -> tuple[list[PreparingItem], int]:
+    """Triages (newest first, at most `limit`) whose draft is pending, drafting or failed, and how many there are."""
+    base = (
+        select(Triage, Ticket)
+        .join(Ticket, col(Ticket.id) == col(Triage.ticket_id))
+        .where(col(Triage.draft_status).in_(PREPARING))
+    )
+    filtered = _filtered(base, QueueFilters(**{**filters.__dict__, "status": None}), with_status=False)
+    rows = session.exec(filtered.order_by(col(Triage.id).desc()).limit(limit)).all()  # type: ignore[call-overload]
+    counted = _filtered(
+        select(func.count()).select_from(Triage).join(Ticket, col(Ticket.id) == col(Triage.ticket_id))
+        .where(col(Triage.draft_status).in_(PREPARING)),
+        QueueFilters(**{**filters.__dict__, "status": None}),
+        with_status=False,
+    )  # fmt: skip
+    total = int(session.exec(counted).one())  # type: ignore[call-overload]
+    return [PreparingItem(t, k) for t, k in rows], total
+
+
 def known_fields(session: Session) -> list[str]:
     """Predicted field names seen in recent triages (for the filter form)."""
     names: set[str] = set()
@@ -131,6 +173,11 @@ class SuggestionView:
         """A field's labels with their probabilities, most likely first."""
         probs = (self.triage.predictions.get(field_name) or {}).get("probabilities") or {}
         return sorted(((str(k), float(v)) for k, v in probs.items()), key=lambda kv: -kv[1])
+
+    def draft_warnings(self) -> list[str]:
+        """Grounding flags of the draft (unsupported_link, ...): what was removed from it as unbacked."""
+        flags = set(self.triage.flags or []) | set(getattr(self.suggestion, "flags", None) or [])
+        return sorted(f for f in flags if f.startswith("unsupported_"))
 
 
 def suggestion_view(session: Session, suggestion_id: int) -> SuggestionView:

@@ -36,6 +36,20 @@ class SuggestionSummary(BaseModel):
     labels: dict[str, str | None]
 
 
+class PreparingOut(BaseModel):
+    """A ticket whose labels are stored and whose reply suggestion is still being prepared (or failed)."""
+
+    triage_id: int
+    ticket_id: int
+    source: str
+    external_key: str
+    subject: str
+    draft_status: str = Field(description="pending (waiting for a draft worker), drafting, or failed")
+    draft_error: str | None = None
+    labels_at: datetime = Field(description="When the labels were stored")
+    labels: dict[str, str | None]
+
+
 class QueueOut(BaseModel):
     """A page of the queue."""
 
@@ -44,6 +58,10 @@ class QueueOut(BaseModel):
     page: int
     per_page: int
     counts: dict[str, int]
+    preparing: list[PreparingOut] = Field(
+        default_factory=list, description="Tickets whose draft is on its way (newest first, at most 50); poll again"
+    )
+    preparing_total: int = 0
 
 
 class TicketOut(BaseModel):
@@ -71,6 +89,32 @@ class CorrectionOut(BaseModel):
     created_at: datetime
 
 
+class SimilarTicketOut(BaseModel):
+    """An earlier ticket like this one: its link, final labels and the reply that was sent."""
+
+    ticket_id: int
+    source: str
+    key: str
+    url: str | None
+    subject: str
+    score: float = Field(description="Text similarity (BM25 on SQLite, ts_rank on PostgreSQL); higher is closer.")
+    reviewed: bool = Field(description="A person decided its draft or corrected its labels.")
+    resolved: bool
+    labels: dict[str, str | None] = Field(description="field -> final value (prediction overridden by corrections)")
+    reply: str | None = Field(None, description="The reply sent to that ticket, if one was.")
+
+
+class SourceOut(BaseModel):
+    """A knowledge-base passage the draft was grounded on."""
+
+    title: str
+    url: str | None
+    number: str
+    source: str = Field(description="servicenow | confluence")
+    passage: str
+    score: float | None = Field(None, description="BM25 score of the passage for this ticket.")
+
+
 class SuggestionOut(BaseModel):
     """One suggestion with its ticket, predictions and feedback."""
 
@@ -87,6 +131,15 @@ class SuggestionOut(BaseModel):
     predictions: dict[str, FieldPrediction]
     corrections: list[CorrectionOut]
     deliveries: list[dict[str, Any]]
+    similar: list[SimilarTicketOut] = Field(default_factory=list, description="Up to 3 similar earlier tickets.")
+    sources: list[SourceOut] | None = Field(
+        None, description="What the draft cites; [] when nothing scored above the threshold, null when not recorded."
+    )
+    draft_flags: list[str] = Field(
+        default_factory=list,
+        description="What grounding removed from the draft as unbacked by the ticket or its sources "
+        "(unsupported_link, unsupported_email, unsupported_phone, unsupported_code).",
+    )
 
 
 class ApproveIn(BaseModel):
@@ -140,6 +193,17 @@ class DayOut(BaseModel):
     acceptance_rate: float | None
     edit_rate: float | None
     precision: dict[str, float | None]
+    shadow_reviewed: dict[str, int] = Field(
+        default_factory=dict, description="field -> reviewed predictions made in shadow mode"
+    )
+    shadow_precision: dict[str, float | None] = Field(
+        default_factory=dict, description="field -> precision of those (raise the field when it is high enough)"
+    )
+    source_share: float | None = Field(None, description="Share of decided drafts that cite a knowledge-base article.")
+    acceptance_with_source: float | None = Field(None, description="Acceptance rate of drafts citing an article.")
+    acceptance_without_source: float | None = Field(
+        None, description="Acceptance rate of drafts (sources recorded) citing none."
+    )
 
 
 class StatsOut(BaseModel):

@@ -12,8 +12,8 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from service.domain.tables import Role
-from service.review import accounts, actions, audit, dashboard, queries
-from service.review.auth import Principal, ReviewError, engine_of, require_ui, require_ui_form
+from service.review import accounts, actions, audit, dashboard, evidence, queries
+from service.review.auth import Principal, ReviewError, context, engine_of, require_ui, require_ui_form
 from service.review.charts import line_chart
 from service.review.pages import render
 
@@ -44,6 +44,7 @@ def queue_page(
     )
     with Session(engine_of(request)) as session:
         result = queries.queue(session, filters, page=max(1, page))
+        preparing, preparing_total = queries.preparing(session, filters)
         fields, srcs = queries.known_fields(session), queries.sources(session)
     query = filters.as_query()
     return render(
@@ -52,6 +53,10 @@ def queue_page(
         {
             "principal": principal,
             "result": result,
+            "preparing": preparing,
+            "preparing_total": preparing_total,
+            # the page reloads itself while a draft is on its way (no JavaScript: a meta refresh)
+            "refresh_s": 10 if any(p.triage.draft_status != "failed" for p in preparing) else None,
             "filters": filters,
             "fields": fields,
             "sources": srcs,
@@ -77,11 +82,19 @@ def _suggestion(
 ) -> Response:
     with Session(engine_of(request)) as session:
         view = queries.suggestion_view(session, suggestion_id)
+        found = evidence.evidence_for_view(session, view, context(request).settings)
     url = view.ticket.url if (view.ticket.url or "").startswith(("https://", "http://")) else None
     return render(
         request,
         "ticket.html",
-        {"principal": principal, "v": view, "ticket_url": url, "error": error, "can_act": principal.has(Role.agent)},
+        {
+            "principal": principal,
+            "v": view,
+            "ticket_url": url,
+            "error": error,
+            "can_act": principal.has(Role.agent),
+            "evidence": found,
+        },
         status=status,
     )
 
@@ -156,10 +169,11 @@ async def correct(request: Request, suggestion_id: int, principal: AgentForm) ->
 
 @router.get("/dashboard", response_class=HTMLResponse)
 def dashboard_page(request: Request, principal: Viewer, days: int = 30) -> Response:
-    """Acceptance rate, edit rate and per-field precision over time, as SVG charts."""
+    """Acceptance rate, edit rate and per-field precision over time, as SVG charts; shadow-mode precision."""
     days = min(max(days, 2), 366)
+    settings = context(request).settings
     with Session(engine_of(request)) as session:
-        stats = dashboard.compute(session, days=days)
+        stats = dashboard.compute(session, days=days, policy=settings.policy)
     labels = [d.day.isoformat() for d in stats.days]
     rates = line_chart(
         "Acceptance and edit rate",
@@ -181,6 +195,7 @@ def dashboard_page(request: Request, principal: Viewer, days: int = 30) -> Respo
             "rates_chart": rates,
             "precision_chart": precision,
             "days": days,
+            "policies": {f: settings.field_policy(f) for f in stats.shadow_fields},
         },
     )
 

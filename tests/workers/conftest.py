@@ -15,8 +15,9 @@ from service.domain.schemas import WriteBack, WriteOutcome
 from service.domain.tables import EventStatus, InboundEvent, Ticket
 from service.settings import Settings
 from workers.delivery import DeliveryContext
+from workers.drafts import DraftContext, draft_triage
 from workers.fake_triager import FakeTriager
-from workers.pipeline import PipelineContext
+from workers.pipeline import PipelineContext, TriageReport, triage_event
 
 _seq = itertools.count(1)
 
@@ -105,6 +106,19 @@ def fake_llm(settings: Settings) -> FakeTriager:
 @pytest.fixture
 def pipeline_ctx(engine: Engine, settings: Settings, fake_llm: FakeTriager, recorder: Recorder) -> PipelineContext:
     return PipelineContext(engine, settings, lambda: fake_llm, recorder)
+
+
+@pytest.fixture
+def draft_ctx(engine: Engine, settings: Settings, fake_llm: FakeTriager, recorder: Recorder) -> DraftContext:
+    return DraftContext(engine, settings, lambda: fake_llm, recorder)
+
+
+def triage_and_draft(pipeline_ctx: PipelineContext, draft_ctx: DraftContext, event_id: int) -> TriageReport:
+    """Both stages for one message, as two workers would run them: the labels, then each draft they handed over."""
+    report = triage_event(pipeline_ctx, event_id)
+    for triage_id in report.drafts:
+        draft_triage(draft_ctx, triage_id)
+    return report
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.queue import DELIVER_QUEUE, DELIVER_TASK, SWEEP_TASK, TRIAGE_EVENT_TASK, TRIAGE_QUEUE
+from service.queue import DELIVER_QUEUE, DELIVER_TASK, QUEUES, SWEEP_TASK, TRIAGE_EVENT_TASK, TRIAGE_QUEUE
 from service.settings import Settings
 from workers.app import WorkerRuntime, make_worker_app
 
@@ -122,7 +122,7 @@ def test_processes_declaring_the_embedded_brokers_queues_at_once_all_succeed_wit
         assert [p.exitcode for p in procs] == [0, 0, 0, 0]
         with sqlite3.connect(tmp_path / f"broker{round_}.db") as db:
             names = sorted(r[0] for r in db.execute("SELECT name FROM kombu_queue"))
-        assert names == sorted([TRIAGE_QUEUE, DELIVER_QUEUE])
+        assert names == sorted(QUEUES)
 
 
 def test_the_api_and_the_sweep_command_declare_the_embedded_brokers_queues_before_publishing(settings) -> None:  # type: ignore[no-untyped-def]
@@ -144,9 +144,24 @@ def test_the_api_and_the_sweep_command_declare_the_embedded_brokers_queues_befor
 
     assert rows() == []
     with TestClient(create_app(settings)):
-        assert rows() == sorted([TRIAGE_QUEUE, DELIVER_QUEUE])
+        assert rows() == sorted(QUEUES)
 
     other = settings.model_copy(update={"broker_url": settings.broker_url.replace("broker.db", "broker2.db")})
     broker_db = other.broker_url.removeprefix("sqla+sqlite:///")
     sweep_once(other)
-    assert rows() == sorted([TRIAGE_QUEUE, DELIVER_QUEUE])
+    assert rows() == sorted(QUEUES)
+
+
+def test_the_worker_parent_imports_no_lxml_or_torch_before_forking() -> None:
+    """Importing lxml in the Celery parent broke beat's publishes to the embedded SQLite broker ("channel
+    disconnected" after a 10 s lock wait; bisected to `from lxml import etree`), and torch must load in pool
+    children only: both stay out of the modules a worker imports at start."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, workers.app, workers.tasks, workers.drafts, workers.store, workers.note, workers.metrics\n"
+        "print(sorted(m for m in ('lxml', 'html_text', 'torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

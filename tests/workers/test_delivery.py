@@ -11,8 +11,9 @@ from service.domain.tables import Delivery, DeliveryKind, DeliveryStatus, Sugges
 from service.outbox import add_delivery, reply_delivery_key
 from service.queue import DELIVER_TASK
 from service.settings import Settings
-from tests.workers.conftest import Recorder, ScriptedWriter, seed_event
+from tests.workers.conftest import Recorder, ScriptedWriter, seed_event, triage_and_draft
 from workers.delivery import DeliveryContext, backoff_s, deliver
+from workers.drafts import DraftContext
 from workers.fake_triager import FakeTriager
 from workers.pipeline import PipelineContext, triage_event
 
@@ -121,9 +122,13 @@ def test_transient_errors_dead_letter_after_max_retries(
 
 
 def test_reply_delivery_marks_the_suggestion_delivered(
-    engine: Engine, pipeline_ctx: PipelineContext, delivery_ctx: DeliveryContext, writer: ScriptedWriter
+    engine: Engine,
+    pipeline_ctx: PipelineContext,
+    draft_ctx: DraftContext,
+    delivery_ctx: DeliveryContext,
+    writer: ScriptedWriter,
 ) -> None:
-    triage_event(pipeline_ctx, seed_event(engine))
+    triage_and_draft(pipeline_ctx, draft_ctx, seed_event(engine))
     with session_scope(engine) as s:
         sug = s.exec(select(Suggestion)).one()
         sug.status, sug.final_reply = SuggestionStatus.approved, "We reset your VPN profile."

@@ -13,9 +13,10 @@ from sqlmodel import Session, select
 from service.db import session_scope
 from service.domain.schemas import CanonicalTicket
 from service.domain.tables import Delivery, EventStatus, InboundEvent, Suggestion, Ticket, Triage, utcnow
-from service.queue import DELIVER_TASK, TRIAGE_EVENT_TASK
+from service.queue import DELIVER_TASK, DRAFT_TASK, TRIAGE_EVENT_TASK
 from service.settings import FieldPolicy, Settings
 from tests.workers.conftest import Recorder, seed_event
+from workers.drafts import DraftContext, draft_triage
 from workers.fake_triager import FakeTriager
 from workers.pipeline import PipelineContext, triage_event
 
@@ -89,13 +90,21 @@ def test_the_relay_marking_the_event_queued_while_a_worker_claims_it_does_not_lo
     assert _event(engine, eid).status == EventStatus.processing
 
 
-def test_triage_stores_labels_draft_versions_and_a_triage_delivery(
-    engine: Engine, settings: Settings, pipeline_ctx: PipelineContext, recorder: Recorder
+def test_triage_stores_labels_versions_and_a_triage_delivery_and_the_draft_follows(
+    engine: Engine, settings: Settings, pipeline_ctx: PipelineContext, draft_ctx: DraftContext, recorder: Recorder
 ) -> None:
     settings.policy = {"queue": FieldPolicy(mode="auto", threshold=0.0), "category": FieldPolicy(mode="shadow")}
     eid = seed_event(engine, subject="Invoice wrong", body="My invoice shows the wrong amount.")
     report = triage_event(pipeline_ctx, eid)
     assert report.triaged == [eid]
+    with Session(engine) as s:  # the labels are stored and their note is on its way before any draft exists
+        triage = s.exec(select(Triage)).one()
+        assert triage.draft_status == "pending" and triage.draft_reply is None
+        assert s.exec(select(Suggestion)).all() == [] and len(s.exec(select(Delivery)).all()) == 1
+    assert recorder.ids(DRAFT_TASK) == [triage.id] == report.drafts
+    drafted = draft_triage(draft_ctx, int(triage.id or 0))
+    assert drafted.drafted == [triage.id]
+    assert draft_triage(draft_ctx, int(triage.id or 0)).claimed == []  # a second message finds it done
     with Session(engine) as s:
         triage = s.exec(select(Triage)).one()
         assert set(triage.predictions) == {"queue", "category", "priority"}
@@ -107,13 +116,14 @@ def test_triage_stores_labels_draft_versions_and_a_triage_delivery(
         assert triage.decisions["category"]["decision"] == "shadow"
         suggestion = s.exec(select(Suggestion)).one()
         assert suggestion.status == "pending" and suggestion.draft == triage.draft_reply
-        delivery = s.exec(select(Delivery)).one()
+        assert triage.draft_status == "ready" and triage.draft_ready_at is not None
+        delivery = s.exec(select(Delivery)).one()  # no second note for the draft
         assert delivery.kind == "triage" and delivery.idempotency_key == f"triage:{triage.id}"
         assert delivery.payload["fields"] == {"queue": "Billing and Payments"}
         note = delivery.payload["note"]
         assert "queue: Billing and Payments" in note and "priority" in note
         assert "category" not in note  # shadow: stored only, written nowhere
-        assert f"suggestion {suggestion.id}" in note
+        assert "draft reply is being prepared" in note
     assert recorder.ids(DELIVER_TASK) == [delivery.id]
 
 
@@ -233,8 +243,8 @@ def test_store_batch_survives_a_concurrent_store_of_one_ticket_version(
         s.add(Triage(ticket_id=tickets[1].id, source_version=tickets[1].source_version))  # the other worker
     work = [Work(event_id=i, ticket=t, flags=[]) for i, t in zip(ids, tickets, strict=True) if t is not None]
     results = fake_llm.triage([_canon(t) for t in tickets if t is not None])
-    deliveries = store_batch(engine, settings, work, results, batch_s=0.1)
-    assert len(deliveries) == 2
+    stored = store_batch(engine, settings, work, results, batch_s=0.1)
+    assert len(stored.deliveries) == 2 and len(stored.drafts) == 2
     assert {_event(engine, i).status for i in ids} == {EventStatus.triaged}
     with Session(engine) as s:
         assert len(s.exec(select(Triage)).all()) == 3 and len(s.exec(select(Delivery)).all()) == 2

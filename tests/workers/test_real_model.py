@@ -56,7 +56,7 @@ def real_worker(settings: Settings, fake_jira: FakeJira, tmp_path: Path) -> Iter
         "ITSM_LOG__JSON_LOGS": "false",
         **({"ITSM_MODEL__ADAPTER": ADAPTER} if ADAPTER else {}),
     }
-    w = WorkerProcess(env, queues="triage,deliver", concurrency=1, beat=False, log=tmp_path / "worker.log")
+    w = WorkerProcess(env, queues="triage,draft,deliver", concurrency=1, beat=False, log=tmp_path / "worker.log")
     try:
         yield w
     finally:

@@ -11,7 +11,8 @@ from service.db import session_scope
 from service.domain.tables import Delivery, DeliveryStatus, EventStatus, InboundEvent, utcnow
 from service.queue import DELIVER_TASK, TRIAGE_EVENT_TASK
 from service.settings import Settings
-from tests.workers.conftest import Recorder, seed_event
+from tests.workers.conftest import Recorder, seed_event, triage_and_draft
+from workers.drafts import DraftContext
 from workers.pipeline import PipelineContext, triage_event
 from workers.sweeper import sweep
 
@@ -124,12 +125,12 @@ def test_sweep_once_publishes_to_the_configured_broker(engine: Engine, settings:
 
 
 def test_a_dead_lettered_reply_marks_its_approved_suggestion_failed(
-    engine: Engine, settings: Settings, pipeline_ctx: PipelineContext, recorder: Recorder
+    engine: Engine, settings: Settings, pipeline_ctx: PipelineContext, draft_ctx: DraftContext, recorder: Recorder
 ) -> None:
     from service.domain.tables import DeliveryKind, Suggestion, SuggestionStatus
     from service.outbox import add_delivery, reply_delivery_key
 
-    triage_event(pipeline_ctx, seed_event(engine))
+    triage_and_draft(pipeline_ctx, draft_ctx, seed_event(engine))
     old = utcnow() - timedelta(seconds=settings.worker.stuck_grace_s + 5)
     with session_scope(engine) as s:
         sug = s.exec(select(Suggestion)).one()

@@ -91,7 +91,7 @@ def start_worker(
         }
         w = WorkerProcess(
             env,
-            queues="triage,deliver",
+            queues="triage,draft,deliver",
             concurrency=concurrency,
             beat=True,
             log=tmp_path / f"worker-{len(started)}.log",
