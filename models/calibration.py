@@ -135,17 +135,41 @@ def fit_top_label(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return fit_platt(_logit(p.max(1)), (p.argmax(1) == y).astype(float))
 
 
+TOP_FLOOR = 0.005
+
+
 def top_label(p: np.ndarray, slope: float, bias: float) -> np.ndarray:
-    """Apply fit_top_label's map: the top label's probability becomes the calibrated confidence, the others
-    share the rest in their old proportions; the chosen label never changes (the map is floored where it would
-    drop below the runner-up)."""
+    """Apply fit_top_label's map: the top label's probability becomes the calibrated confidence, reached by a
+    per-ticket temperature on the whole distribution, so the ranking of every label is kept and labels that were
+    apart stay apart (a tie only where the model was indifferent). The chosen label never changes; a confidence the
+    map puts at or below 1/k (no temperature reaches it) becomes 1/k + TOP_FLOOR.
+
+    (It used to scale the other labels proportionally and floor the top at the runner-up plus 1e-9 where the map
+    asked for less: the top two then looked like a coin flip while the label came from the ranking.)"""
+    n, k = p.shape
+    if k < 2 or not n:
+        return p.copy()
     c = p.max(1)
-    new = platt(_logit(c), slope, bias)
-    second = np.sort(p, 1)[:, -2] if p.shape[1] > 1 else np.zeros_like(c)
-    new = np.maximum(new, second / np.clip(1 - c + second, 1e-12, None) + 1e-9)
-    q = p * ((1 - new) / np.clip(1 - c, 1e-12, None))[:, None]
-    q[np.arange(len(p)), p.argmax(1)] = np.minimum(new, 1.0)
-    return q
+    target = platt(_logit(c), slope, bias)
+    # a map below 1/k (an extrapolation: no ranking is worse than uniform) keeps a visible half-point preference
+    # (but never above the model's own confidence: an indifferent model stays indifferent)
+    target = np.clip(target, np.minimum(c, 1.0 / k + TOP_FLOOR), 1.0 - 1e-9)
+    logp = np.log(np.clip(p, 1e-300, None))
+    # bisection on log-temperature, all tickets at once: the top probability falls monotonically as T grows
+    lo, hi = np.full(n, -12.0), np.full(n, 12.0)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        top = _softmax_rows(logp / np.exp(mid)[:, None]).max(1)
+        higher = top > target
+        lo = np.where(higher, mid, lo)
+        hi = np.where(higher, hi, mid)
+    return _softmax_rows(logp / np.exp((lo + hi) / 2)[:, None])
+
+
+def _softmax_rows(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(1, keepdims=True))
 
 
 def with_top_label(p: np.ndarray, top: Sequence[float] | None) -> np.ndarray:

@@ -148,7 +148,7 @@ def test_fit_tuned_chooses_class_weighting_per_field_on_validation() -> None:
 
 def test_top_label_calibration_fixes_confidence_and_keeps_decisions_and_ranking() -> None:
     """A field over-confident at the top: Platt scaling of the top label lowers ECE on fresh data, never changes
-    the chosen label, keeps rows summing to 1 and keeps the most-confident-first order where the floor is idle."""
+    the chosen label, keeps rows summing to 1 and keeps the most-confident-first order."""
     rng = np.random.default_rng(0)
     k = 5
 
@@ -164,10 +164,10 @@ def test_top_label_calibration_fixes_confidence_and_keeps_decisions_and_ranking(
     assert ece(q, yt) < ece(pt, yt) / 2
     assert (q.argmax(1) == pt.argmax(1)).all()
     assert np.allclose(q.sum(1), 1.0) and (q >= 0).all()
-    second = np.sort(pt, 1)[:, -2]
-    idle = q.max(1) > second / (1 - pt.max(1) + second) + 1e-6
-    order = np.argsort(-pt.max(1)[idle], kind="stable")
-    assert (np.diff(q.max(1)[idle][order]) <= 1e-12).all()
+    # most-confident-first is kept wherever the map is above the 1/k floor (it is monotone in the confidence)
+    above = q.max(1) > 1 / k + 1e-5
+    order = np.argsort(-pt.max(1)[above], kind="stable")
+    assert (np.diff(q.max(1)[above][order]) <= 1e-9).all()
 
 
 def test_ensemble_direction_prefers_likelihood_among_f1_ties() -> None:
