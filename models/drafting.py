@@ -96,6 +96,7 @@ class Drafter:
         self.buckets = buckets or Buckets()
         self.specials = list(specials)
         self.warm_seconds: float | None = None
+        self.warmed: list[tuple[int, int]] = []  # (batch, prompt length) shapes run by warm_up
 
     # ------------------------------------------------------------------ prompts
     def prompt(self, text: str, code: str | None, example: str | None = None, evidence: str | None = None) -> Prompt:
@@ -195,10 +196,13 @@ class Drafter:
             int(torch._dynamo.config.cache_size_limit), 4 * len(self.buckets.batch) * len(self.buckets.prompt)
         )
         probe = self.tok("Hello", add_special_tokens=False)["input_ids"] or [0]
+        # every bucket a batch can be padded up to: a chunk holds at most min(batch_size, largest bucket) drafts
+        largest = self.buckets.batch_for(min(self.batch_size, self.buckets.batch[-1]))
         for length in self.buckets.prompt:
             for batch in self.buckets.batch:
-                if batch <= max(self.batch_size, self.buckets.batch[0]):
+                if batch <= largest:
                     self._run([probe] * min(batch, self.batch_size), length, batch)
+                    self.warmed.append((batch, length))
         self.warm_seconds = time.perf_counter() - started
         return self.warm_seconds
 

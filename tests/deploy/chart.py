@@ -19,24 +19,25 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "helm" / "itsm-triage"
 CRD_SCHEMAS = Path(__file__).resolve().parent / "crds"
+# The worked example of GPU worker values the chart README documents.
+GPU_EXAMPLE = CHART_DIR / "examples" / "values-gpu.yaml"
 RELEASE = "triage"
 NAMESPACE = "itsm"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
 KUBE_VERSIONS = ("1.25.0", "1.33.0")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 
+_KEDA_REDIS = {"address": "redis-master.data:6379", "passwordSecret": {"name": "redis", "key": "pw"}}
+
 # The value sets every structural test runs against (the issue asks for default + GPU off + KEDA on + existing
-# secret; "everything" switches on each optional object so that it is validated too).
+# secret; "everything" switches on each optional object so that it is validated too; "one-pool" folds the draft
+# queue into the model workers; "gpu-example" is examples/values-gpu.yaml).
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "gpu-off": {"modelWorker": {"gpu": {"enabled": False}}},
+    "gpu-off": {"modelWorker": {"gpu": {"enabled": False}}, "draftWorker": {"gpu": {"enabled": False}}},
     "keda": {
-        "modelWorker": {
-            "keda": {
-                "enabled": True,
-                "redis": {"address": "redis-master.data:6379", "passwordSecret": {"name": "redis", "key": "pw"}},
-            }
-        },
+        "modelWorker": {"keda": {"enabled": True, "redis": _KEDA_REDIS}},
+        "draftWorker": {"keda": {"enabled": True, "redis": _KEDA_REDIS}},
         "metrics": {
             "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
             "podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -57,6 +58,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "modelCache": {"enabled": True, "existingClaim": "models-rox"},
             "podDisruptionBudget": {"enabled": True},
         },
+        "draftWorker": {
+            "hpa": {"enabled": True},
+            "modelCache": {"enabled": True, "existingClaim": "models-rox"},
+            "podDisruptionBudget": {"enabled": True},
+        },
         "deliveryWorker": {"podDisruptionBudget": {"enabled": True}},
         "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
         "networkPolicy": {
@@ -70,6 +76,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "servicenow": {"instance_url": "https://acme.service-now.com", "username": "triage.bot"},
         },
     },
+    "one-pool": {"draftWorker": {"enabled": False}, "modelWorker": {"keda": {"enabled": True}}},
+    "gpu-example": yaml.safe_load(GPU_EXAMPLE.read_text()),
 }
 
 

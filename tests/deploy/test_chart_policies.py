@@ -26,7 +26,9 @@ from tests.deploy.chart import (
 from tests.deploy.settings_walk import leaves
 
 SETS = sorted(VALUE_SETS)
-WORKERS = ("model-worker", "delivery-worker", "sweeper")
+WORKERS = ("model-worker", "draft-worker", "delivery-worker", "sweeper")
+# The two model pools (triage and draft): the only workloads with the model, GPUs and the worker image.
+MODEL_POOLS = ("model-worker", "draft-worker")
 GPU = "nvidia.com/gpu"
 
 
@@ -106,9 +108,9 @@ def test_model_workers_request_gpus_by_default() -> None:
 
 
 def test_only_model_workers_touch_gpus() -> None:
-    """No other workload requests a GPU or schedules onto GPU nodes."""
+    """No workload but the two model pools requests a GPU or schedules onto GPU nodes."""
     for workload in render().workloads():
-        if component_of(workload) == "model-worker":
+        if component_of(workload) in MODEL_POOLS:
             continue
         assert GPU not in str(workload), name_of(workload)
 
@@ -117,20 +119,23 @@ def test_gpu_off_runs_model_workers_on_cpu() -> None:
     """gpu.enabled=false: no GPU resource, selector or toleration anywhere, and the model runs on the CPU."""
     rendered = render(VALUE_SETS["gpu-off"])
     assert GPU not in str(rendered.docs)
-    (container,) = containers(rendered.one("Deployment", "model-worker"))
-    assert _env(container)["ITSM_MODEL__DEVICE"] == "cpu"
-    assert _env(container)["ITSM_WORKER__CONCURRENCY"] == "1"
+    for component in MODEL_POOLS:
+        (container,) = containers(rendered.one("Deployment", component))
+        assert _env(container)["ITSM_MODEL__DEVICE"] == "cpu", component
+        assert _env(container)["ITSM_WORKER__CONCURRENCY"] == "1", component
 
 
 def test_model_workers_stay_offline() -> None:
     """The model is baked into the image or a pre-loaded volume: Hugging Face libraries run offline."""
     for value_set in ("default", "everything"):
-        (container,) = containers(render(VALUE_SETS[value_set]).one("Deployment", "model-worker"))
-        env = _env(container)
-        assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
-    cached = containers(render(VALUE_SETS["everything"]).one("Deployment", "model-worker"))[0]
-    assert _env(cached)["ITSM_MODEL__CACHE_DIR"] == "/models"
-    assert {"name": "model-cache", "mountPath": "/models", "readOnly": True} in cached["volumeMounts"]
+        for component in MODEL_POOLS:
+            (container,) = containers(render(VALUE_SETS[value_set]).one("Deployment", component))
+            env = _env(container)
+            assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
+    for component in MODEL_POOLS:
+        cached = containers(render(VALUE_SETS["everything"]).one("Deployment", component))[0]
+        assert _env(cached)["ITSM_MODEL__CACHE_DIR"] == "/models"
+        assert {"name": "model-cache", "mountPath": "/models", "readOnly": True} in cached["volumeMounts"]
 
 
 def test_commands_match_the_cli() -> None:
@@ -140,14 +145,17 @@ def test_commands_match_the_cli() -> None:
     assert args == {
         "api": ["serve", "--host", "0.0.0.0", "--port", "8000"],
         "model-worker": ["worker", "--queues", "triage"],
+        "draft-worker": ["worker", "--queues", "draft"],
         "delivery-worker": ["worker", "--queues", "deliver"],
         "sweeper": ["worker", "--queues", "deliver", "--beat"],
         "migration": ["db", "upgrade"],
     }
 
 
-def test_cli_accepts_the_chart_command_lines() -> None:
-    """The commands the chart runs parse with the real click CLI (options only; nothing is started)."""
+@pytest.mark.parametrize("value_set", ["default", "one-pool"])
+def test_cli_accepts_the_chart_command_lines(value_set: str) -> None:
+    """The commands the chart runs parse with the real click CLI (options only; nothing is started), and every
+    queue they name is one the CLI accepts (`worker` checks its --queues against service.queue.QUEUES)."""
     import click
 
     from service.cli import main
@@ -159,12 +167,17 @@ def test_cli_accepts_the_chart_command_lines() -> None:
             command, argv = command.commands[argv[0]], argv[1:]
         return command, argv
 
-    for workload in render().workloads():
+    from service.queue import QUEUES
+
+    for workload in render(VALUE_SETS[value_set]).workloads():
         argv = containers(workload)[0]["args"]
         command, rest = resolve(list(argv))
         assert command is not main, f"{argv}: no such subcommand"
         ctx = click.Context(command, info_name=argv[0], obj=None)
         command.parse_args(ctx, list(rest))  # raises click.UsageError on an unknown option
+        if "--queues" in argv:
+            queues = argv[argv.index("--queues") + 1].split(",")
+            assert set(queues) <= set(QUEUES), argv
 
 
 def test_sweeper_is_a_single_beat() -> None:
@@ -273,7 +286,7 @@ def test_network_policies_limit_worker_egress(value_set: str) -> None:
         for rule in policy["spec"]["egress"]:
             assert rule.get("ports"), f"{component}: an egress rule without ports allows everything"
             egress_ports |= {p["port"] for p in rule["ports"]}
-        if component == "model-worker":
+        if component in MODEL_POOLS:
             assert egress_ports == base_ports, component
         else:
             assert egress_ports == base_ports | itsm_ports, component
@@ -286,18 +299,17 @@ def test_network_policies_limit_worker_egress(value_set: str) -> None:
 
 def test_network_policy_peers_are_passed_through() -> None:
     """Operators can pin the database, broker and API clients to specific peers."""
-    policy = next(
-        p for p in render(VALUE_SETS["everything"]).of_kind("NetworkPolicy") if component_of(p) == "model-worker"
-    )
-    peers = [rule.get("to") for rule in policy["spec"]["egress"]]
-    assert [{"ipBlock": {"cidr": "10.20.0.0/16"}}] in peers
-    assert [{"podSelector": {"matchLabels": {"app": "redis"}}}] in peers
+    for component in MODEL_POOLS:
+        policy = render(VALUE_SETS["everything"]).one("NetworkPolicy", component)
+        peers = [rule.get("to") for rule in policy["spec"]["egress"]]
+        assert [{"ipBlock": {"cidr": "10.20.0.0/16"}}] in peers
+        assert [{"podSelector": {"matchLabels": {"app": "redis"}}}] in peers
 
 
 def test_keda_scales_model_workers_on_the_triage_list() -> None:
     """KEDA on: a ScaledObject targets the model-worker Deployment on the Redis `triage` list, replicas left to it."""
     rendered = render(VALUE_SETS["keda"])
-    scaled = rendered.one("ScaledObject")
+    scaled = rendered.one("ScaledObject", "model-worker")
     worker = rendered.one("Deployment", "model-worker")
     assert scaled["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
@@ -316,7 +328,7 @@ def test_keda_scales_model_workers_on_the_triage_list() -> None:
         "databaseIndex",
         "enableTLS",
     }
-    auth = rendered.one("TriggerAuthentication")
+    auth = rendered.one("TriggerAuthentication", "model-worker")
     assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
     assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "redis", "key": "pw"}]
     assert "replicas" not in worker["spec"]
@@ -334,6 +346,8 @@ def test_monitors_scrape_metrics_ports() -> None:
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     pod_monitor = rendered.one("PodMonitor")
     assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    (selected,) = pod_monitor["spec"]["selector"]["matchExpressions"]
+    assert set(selected["values"]) == set(WORKERS)
     for component in WORKERS:
         (container,) = containers(rendered.one("Deployment", component))
         assert container["ports"] == [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]

@@ -55,7 +55,7 @@ def test_validation_rejects_a_misspelt_field() -> None:
     pod_spec(deployment)["containers"][0]["securityContext"]["readOnlyRootFilesytem"] = True
     with pytest.raises(Exception, match="readOnlyRootFilesytem"):
         validate_manifest(deployment)
-    scaled = copy.deepcopy(render(VALUE_SETS["keda"]).one("ScaledObject"))
+    scaled = copy.deepcopy(render(VALUE_SETS["keda"]).one("ScaledObject", "draft-worker"))
     scaled["spec"]["maxReplicas"] = 3
     with pytest.raises(Exception, match="maxReplicas"):
         validate_manifest(scaled)
@@ -74,34 +74,41 @@ def test_objects_are_named_uniquely_and_labelled(value_set: str) -> None:
 
 
 def test_default_render_has_every_component() -> None:
-    """Default values deploy the API, model and delivery workers, the sweeper and the migration hook."""
+    """Default values deploy the API, the model and draft worker pools, delivery workers, the sweeper and the
+    migration hook."""
     rendered = render()
     deployments = {component_of(d) for d in rendered.of_kind("Deployment")}
-    assert deployments == {"api", "model-worker", "delivery-worker", "sweeper"}
+    assert deployments == {"api", "model-worker", "draft-worker", "delivery-worker", "sweeper"}
     assert rendered.one("Job", "migration")
     assert rendered.one("Service", "api")
     assert rendered.one("ServiceAccount")
     assert rendered.one("PodDisruptionBudget", "api")
-    assert len(rendered.of_kind("NetworkPolicy")) == 4
+    assert len(rendered.of_kind("NetworkPolicy")) == 5
     assert not rendered.of_kind("ScaledObject") and not rendered.of_kind("HorizontalPodAutoscaler")
 
 
 def test_everything_value_set_renders_the_optional_objects() -> None:
-    """Ingress, both HPAs, PDBs, the ServiceMonitor and the model cache volume appear when switched on."""
+    """Ingress, the HPAs, PDBs, the ServiceMonitor and the model cache volume appear when switched on."""
     rendered = render(VALUE_SETS["everything"])
     assert rendered.one("Ingress", "api")["spec"]["ingressClassName"] == "nginx"
-    assert {component_of(h) for h in rendered.of_kind("HorizontalPodAutoscaler")} == {"api", "model-worker"}
+    assert {component_of(h) for h in rendered.of_kind("HorizontalPodAutoscaler")} == {
+        "api",
+        "model-worker",
+        "draft-worker",
+    }
     assert {component_of(p) for p in rendered.of_kind("PodDisruptionBudget")} == {
         "api",
         "model-worker",
+        "draft-worker",
         "delivery-worker",
     }
     assert rendered.one("ServiceMonitor")
-    volumes = {v["name"]: v for v in pod_spec(rendered.one("Deployment", "model-worker"))["volumes"]}
-    assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "models-rox", "readOnly": True}
+    for pool in ("model-worker", "draft-worker"):
+        volumes = {v["name"]: v for v in pod_spec(rendered.one("Deployment", pool))["volumes"]}
+        assert volumes["model-cache"]["persistentVolumeClaim"] == {"claimName": "models-rox", "readOnly": True}
     # Deployments scaled by an HPA leave the replica count to it.
-    assert "replicas" not in rendered.one("Deployment", "api")["spec"]
-    assert "replicas" not in rendered.one("Deployment", "model-worker")["spec"]
+    for component in ("api", "model-worker", "draft-worker"):
+        assert "replicas" not in rendered.one("Deployment", component)["spec"], component
 
 
 @pytest.mark.parametrize(
@@ -111,8 +118,18 @@ def test_everything_value_set_renders_the_optional_objects() -> None:
         ({"secrets": {"broker_url": ""}}, "secrets.broker_url is required"),
         ({"config": {"api": {"migrate_on_start": True}}}, "migrate_on_start must stay false"),
         ({"config": {"var_dir": "var"}}, "var_dir must be an absolute path"),
-        ({"modelWorker": {"keda": {"enabled": True}, "hpa": {"enabled": True}}}, "mutually exclusive"),
-        ({"modelWorker": {"modelCache": {"enabled": True}}}, "existingClaim"),
+        (
+            {"modelWorker": {"keda": {"enabled": True}, "hpa": {"enabled": True}}},
+            "modelWorker.keda.enabled and modelWorker.hpa.enabled are mutually exclusive",
+        ),
+        ({"modelWorker": {"modelCache": {"enabled": True}}}, "modelWorker.modelCache.existingClaim"),
+        (
+            {"draftWorker": {"keda": {"enabled": True}, "hpa": {"enabled": True}}},
+            "draftWorker.keda.enabled and draftWorker.hpa.enabled are mutually exclusive",
+        ),
+        ({"draftWorker": {"modelCache": {"enabled": True}}}, "draftWorker.modelCache.existingClaim"),
+        ({"draftWorker": {"keda": {"listName": ""}}}, "listName"),
+        ({"draftWorker": {"queues": "triage"}}, "queues"),
         ({"config": {"jira": {"base_ur": "https://x"}}}, "base_ur"),
         ({"config": {"model": {"batch_size": 0}}}, "batch_size"),
         ({"config": {"policy": {"priority": {"mode": "always"}}}}, "mode"),

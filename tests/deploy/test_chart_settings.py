@@ -46,7 +46,7 @@ def _sample(leaf: Leaf) -> Any:
     if leaf.secret:
         return f"sentinel-{leaf.env.lower().replace('_', '-')}"
     default = _json_default(leaf) if leaf.default is not None else None
-    if default not in (None, {}, []):
+    if default not in (None, {}, [], ""):
         return default
     # Unset optionals and empty maps get content, which proves they travel intact.
     candidates: tuple[Any, ...] = (

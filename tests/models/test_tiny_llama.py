@@ -108,6 +108,8 @@ def test_static_bucketed_drafting_gives_the_natural_shapes_drafts(tiny_cfg) -> N
     natural = Drafter(lm, tok, "cpu", max_new_tokens=8, batch_size=3, static=False)
     static = Drafter(lm, tok, "cpu", max_new_tokens=8, batch_size=3, static=True, buckets=Buckets((2, 4), (128, 256)))
     assert static.warm_up() > 0 and natural.warm_up() == 0.0
+    # every shape a batch of up to 3 drafts can be padded to was run before the first request
+    assert sorted(static.warmed) == [(2, 128), (2, 256), (4, 128), (4, 256)]
     want = natural.draft(texts, langs)
     assert static.draft(texts, langs) == want and all(isinstance(d, str) for d in want)
     # a prompt longer than the largest bucket keeps its end (the question and the greeting)

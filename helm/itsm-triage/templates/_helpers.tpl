@@ -75,7 +75,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Settings groups (nested BaseModels): their fields become ITSM_<GROUP>__<FIELD>; any other map is a
      dict-valued setting (policy) and goes whole as JSON. */}}
 {{- define "itsm-triage.settingsGroups" -}}
-jira servicenow model api worker review log
+jira servicenow model api worker review log kb privacy
 {{- end }}
 
 {{/* Flatten a values tree (config or secrets) into ITSM_* variables, as YAML; nulls and empty strings
