@@ -108,7 +108,9 @@ def train(
     else:
         train_t, val_t = split(tickets, tcfg.val_fraction, seed=tcfg.seed)
     full_train_t = train_t  # the lexical partner learns from every training row; the LLM from a subset
-    if tcfg.max_train_rows and len(train_t) > tcfg.max_train_rows:
+    if tcfg.weight_col:
+        train_t = weighted_rows(train_t, tcfg.weight_col, tcfg.max_train_rows, tcfg.seed)
+    elif tcfg.max_train_rows and len(train_t) > tcfg.max_train_rows:
         rng = np.random.default_rng(tcfg.seed)
         train_t = [train_t[i] for i in sorted(rng.choice(len(train_t), tcfg.max_train_rows, replace=False))]
     sets = label_sets(train_t, fields)
@@ -199,7 +201,8 @@ def train(
     class Budget(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
             if progress(state.global_step) >= 1.0:
-                log_fn(f"time budget reached at step {state.global_step}")
+                if state.global_step < planned:  # stopped early by the clock, not by the plan
+                    log_fn(f"time budget reached at step {state.global_step} of {planned}")
                 control.should_training_stop = True
             return control
 
@@ -299,6 +302,26 @@ def train(
     adapter_io.write_meta(outd, meta)
     log_fn(f"saved adapter to {outd} ({train_s / 60:.1f} min)")
     return meta
+
+
+def weighted_rows(tickets: Sequence[Ticket], col: str, max_rows: int | None, seed: int) -> list[Ticket]:
+    """The LLM's training rows when rows carry a weight (an integer column, 1 when absent): a row weighted above 1
+    (an agent's recent correction) is always kept and repeated that many times; the others fill up to `max_rows`
+    distinct rows, drawn at random. The lexical partner and the validation split are unaffected."""
+    weights = [_weight(t, col) for t in tickets]
+    heavy = [i for i, w in enumerate(weights) if w > 1]
+    light = [i for i, w in enumerate(weights) if w <= 1]
+    room = len(light) if not max_rows else max(0, max_rows - len(heavy))
+    if room < len(light):
+        light = [int(i) for i in np.random.default_rng(seed).choice(light, room, replace=False)]
+    return [tickets[i] for i in sorted(heavy + light) for _ in range(weights[i])]
+
+
+def _weight(t: Ticket, col: str) -> int:
+    try:
+        return min(100, max(1, int(float(t.extra.get(col) or 1))))
+    except (TypeError, ValueError):
+        return 1
 
 
 def _use_checkpointing(tcfg: TrainConfig, device: str, lora_layers: int, hidden: int) -> bool:
