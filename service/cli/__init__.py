@@ -20,7 +20,7 @@ def main(ctx: click.Context) -> None:
 
 def _register() -> None:
     """Attach the subcommand modules (each owns one concern)."""
-    from service.cli import config, model, replay, server, status, users
+    from service.cli import config, history, kb, model, privacy, replay, server, status, users
 
     server.register(main)
     status.register(main)
@@ -28,6 +28,9 @@ def _register() -> None:
     replay.register(main)
     model.register(main)
     users.register(main)
+    history.register(main)
+    kb.register(main)
+    privacy.register(main)
 
 
 _register()

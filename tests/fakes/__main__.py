@@ -2,7 +2,8 @@
 
 Prints one JSON line with the URL and the settings to export (ITSM_JIRA__* or ITSM_SERVICENOW__*), then serves
 until interrupted. With ``--summary FILE`` it writes what it holds (comments / journal entries per ticket and the
-request count) to FILE on exit, so a run can be checked afterwards.
+request count) to FILE on exit, so a run can be checked afterwards. ``--history N`` also serves N resolved tickets
+(``itsm-triage history import``).
 """
 
 from __future__ import annotations
@@ -37,10 +38,19 @@ def main() -> None:
     parser.add_argument("system", choices=["jira", "servicenow"])
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--summary", type=Path, help="write a JSON summary here on exit")
+    parser.add_argument("--history", type=int, default=0, help="serve this many resolved tickets (history import)")
     args = parser.parse_args()
-    fake: FakeJira | FakeServiceNow = (
-        FakeJira(port=args.port) if args.system == "jira" else FakeServiceNow(port=args.port)
-    )
+    fake: FakeJira | FakeServiceNow
+    if args.history and args.system == "jira":
+        from tests.fakes.history_jira import HistoryJira
+
+        fake = HistoryJira(port=args.port, tickets=args.history)
+    elif args.history:
+        from tests.fakes.history_servicenow import HistoryServiceNow
+
+        fake = HistoryServiceNow(port=args.port, tickets=args.history)
+    else:
+        fake = FakeJira(port=args.port) if args.system == "jira" else FakeServiceNow(port=args.port)
     if isinstance(fake, FakeJira):
         fake.auto_create_issues = True
     else:
