@@ -194,7 +194,12 @@ def main() -> None:
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
+            pass
+        time.sleep(2)
+        try:  # a worker still finishing a draft (warm shutdown) must not outlive the bench
             os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         jira.stop()
         log.close()
     labels = [clock.noted[s] - clock.sent[s] for s in steady]

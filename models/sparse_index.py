@@ -19,6 +19,9 @@ import numpy as np
 PER_TERM = 256
 QUERY_TERMS = 128
 CANDIDATES = 40
+# Postings a query may read: its terms are taken heaviest first until their (pruned) posting lists reach this many
+# entries, so a query of common words stops early while one of rare words (short lists) keeps all of them.
+POSTINGS_BUDGET = 8000
 
 
 def keep_top_per_row(x: Any, k: int) -> Any:
@@ -51,12 +54,19 @@ class PrunedIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def candidates(self, queries: Any, n: int = CANDIDATES, query_terms: int = QUERY_TERMS) -> list[np.ndarray]:
+    def candidates(
+        self,
+        queries: Any,
+        n: int = CANDIDATES,
+        query_terms: int = QUERY_TERMS,
+        budget: int = POSTINGS_BUDGET,
+    ) -> list[np.ndarray]:
         """Per query row, up to n caller row numbers with the highest partial scores (none for a query sharing no
         kept term with any row)."""
         if not len(self.ids):
             return [np.zeros(0, np.int64) for _ in range(queries.shape[0])]
-        partial = (keep_top_per_row(queries, query_terms).astype(np.float32) @ self._postings).tocsr()
+        pruned = self._within_budget(keep_top_per_row(queries, query_terms), budget)
+        partial = (pruned.astype(np.float32) @ self._postings).tocsr()
         out = []
         for i in range(partial.shape[0]):
             lo, hi = partial.indptr[i], partial.indptr[i + 1]
@@ -66,6 +76,30 @@ class PrunedIndex:
                 cols = cols[top]
             out.append(self.ids[cols])
         return out
+
+
+    def _within_budget(self, q: Any, budget: int) -> Any:
+        """Each query row's terms, heaviest first, while the postings they read stay within `budget` (the heaviest
+        term always stays)."""
+        from scipy.sparse import csr_matrix
+
+        if not q.nnz:
+            return q
+        lengths = np.diff(q.indptr)
+        rows = np.repeat(np.arange(q.shape[0]), lengths)
+        order = np.lexsort((-q.data, rows))  # by row, heaviest first
+        width = np.diff(self._postings.indptr)
+        cost = width[np.minimum(q.indices[order], len(width) - 1)]
+        cost[q.indices[order] >= len(width)] = 0
+        total = np.cumsum(cost)
+        starts = q.indptr[:-1]
+        before_row = np.repeat(np.where(starts > 0, total[np.maximum(starts - 1, 0)], 0), lengths)
+        spent = total - before_row  # postings read up to and including this term, within its row
+        rank = np.arange(q.nnz) - np.repeat(q.indptr[:-1], lengths)
+        keep = np.sort(order[(spent <= budget) | (rank == 0)])
+        kept_rows = rows[keep]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(kept_rows, minlength=q.shape[0]))])
+        return csr_matrix((q.data[keep], q.indices[keep], indptr), shape=q.shape)
 
 
 def pairwise_dots(a: Any, a_rows: np.ndarray, b: Any, b_rows: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,10 +291,28 @@ class TicketMemory:
         dense = np.zeros((words.shape[0], len(union) + 1), dtype=np.float32)
         dense[np.repeat(np.arange(words.shape[0]), np.diff(words.indptr)), inverse] = words.data
         m = self._matrix
-        to_dense = np.full(m.shape[1], len(union), dtype=np.int64)  # per call: searches may run in two threads
-        to_dense[union] = np.arange(len(union))
         pos, lengths = _ranges(m.indptr, rows)
-        return _gather_dots(dense, q_rows, to_dense[m.indices[pos]], m.data[pos], lengths)
+        # vocabulary column -> its place in the union (-1: no query has it), through a vocabulary-sized array kept
+        # per thread and reset after use: allocating it per call cost more than the search (millions of bigrams)
+        scratch = self._scratch(m.shape[1])
+        scratch[union] = np.arange(len(union), dtype=np.int32)
+        try:
+            at = scratch[m.indices[pos]]
+        finally:
+            scratch[union] = -1
+        return _gather_dots(dense, q_rows, np.where(at >= 0, at, len(union)), m.data[pos], lengths)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the per-thread scratch behind (a thread-local cannot be copied)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def _scratch(self, width: int) -> np.ndarray:
+        """This thread's column map (all -1 between uses), grown with the vocabulary."""
+        local = self.__dict__.setdefault("_local", threading.local())
+        arr = getattr(local, "cols", None)
+        if arr is None or len(arr) < width:
+            arr = local.cols = np.full(width, -1, dtype=np.int32)
+        return arr
 
     def search(self, texts: Sequence[str] | _Query, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per text, up to k (row indices, similarities) over every row, most similar first.
