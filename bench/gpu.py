@@ -139,7 +139,7 @@ def measure_shape(name: str, args: argparse.Namespace, dtype: torch.dtype, peak:
     row: dict[str, Any] = {"shape": name, "params_b": sum(p.numel() for p in lm.parameters()) / 1e9}
 
     # classification: backbone + heads alone
-    ids, mask = ctok(texts)
+    _ids, mask = ctok(texts)
     real_tokens = int(mask.sum())
     s = timed(lambda: logits_for(lm, heads, ctok, texts, args.batch, device, False), device)
     row["cls_tickets_s"] = len(texts) / s
@@ -177,7 +177,7 @@ def measure_shape(name: str, args: argparse.Namespace, dtype: torch.dtype, peak:
     from models.batch_plan import plan_batch
     from models.classifier import TopModel
     from models.config import TrainConfig
-    from models.train import _Features, _collate, _probe_step, _use_checkpointing
+    from models.train import _collate, _Features, _probe_step, _use_checkpointing
 
     lm.train()
     tcfg = TrainConfig(max_tokens=args.train_tokens)
@@ -201,10 +201,7 @@ def measure_shape(name: str, args: argparse.Namespace, dtype: torch.dtype, peak:
     row["train_step_s"] = st
     row["train_tok_s"] = plan.effective * args.train_tokens / st
     row["train_batch"] = f"{plan.per_device}x{plan.accumulation}" + (" ckpt" if checkpoint else "")
-    del tri, model, lm, heads, opt
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-    return row
+    return row  # the models go with this frame; main() empties the CUDA cache before the next shape
 
 
 COLUMNS = [
@@ -252,6 +249,8 @@ def main() -> None:
     print("|" + "---|" * len(COLUMNS), flush=True)
     for shape in args.shapes.split(","):
         row = measure_shape(shape, args, dtype, peak)
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
         print("| " + " | ".join(fmt.format(row[c]) for c, fmt in COLUMNS) + " |", flush=True)
     print(f"# {time.perf_counter() - started:.0f} s in all", flush=True)
 

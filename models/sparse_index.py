@@ -77,7 +77,6 @@ class PrunedIndex:
             out.append(self.ids[cols])
         return out
 
-
     def _within_budget(self, q: Any, budget: int) -> Any:
         """Each query row's terms, heaviest first, while the postings they read stay within `budget` (the heaviest
         term always stays)."""
