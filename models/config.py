@@ -73,5 +73,12 @@ class TrainConfig:
     # (models/ticket_memory.py, models/neighbours.py)
     ticket_memory: bool = True
     seed: int = 13
+    # an integer column: a row's repeat count in the LLM's training rows (rows above 1 are always kept when
+    # max_train_rows subsamples); the learning loop weights agents' recent corrections this way. None = all 1.
+    weight_col: str | None = None
+    # start from an earlier adapter of the same base and recipe (its LoRA weights, and its heads' rows for the labels
+    # it knew; new labels start fresh) instead of from scratch: a retrain within a short budget then refines what
+    # the live adapter learnt rather than relearning it (service/learning/retrain.py). None = from scratch.
+    init_adapter: str | None = None
     # impact x urgency -> priority (ServiceNow style); used only when those columns are present
     priority_matrix: dict[str, dict[str, str]] | None = None

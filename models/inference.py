@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +95,32 @@ def derive_matrix(probs: dict[str, dict[str, float]], spec: dict[str, Any]) -> d
     return {k: v / z for k, v in out.items()}
 
 
+class _Shared:
+    """What the Triagers on one base model share: which of its named adapters is active, and the lock each holds
+    while it runs the model (a worker's live and shadow adapters, or the old and new one during a swap)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.active = "default"  # peft's name for the adapter a PeftModel was created with
+
+
+_SHARED: weakref.WeakKeyDictionary[Any, _Shared] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared(lm: Any) -> _Shared:
+    with _SHARED_LOCK:
+        shared = _SHARED.get(lm)
+        if shared is None:
+            shared = _SHARED[lm] = _Shared()
+        return shared
+
+
+def adapter_key(name: str) -> str:
+    """A peft adapter name from a version string (peft names are module keys: no dots)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", name)[:60] or "adapter"
+
+
 class Triager:
     """Loads the base model + adapter once; `predict` classifies and drafts replies in batches."""
 
@@ -115,6 +145,7 @@ class Triager:
         self.model_version = model_version
         self.adapter_version = adapter_version
         self.memory = memory
+        self.adapter_name = "default"  # this Triager's named adapter on `lm` (see load_sharing)
         self.ctok = ClassifyTokenizer(tok, int(meta.get("max_tokens", 96)))
         self.specials = self.ctok.specials
         self._fields: dict[str, list[str]] = dict(meta["fields"])
@@ -155,10 +186,8 @@ class Triager:
         cfg = cfg or ModelConfig()
         network_policy(cfg)  # before transformers / peft are imported: their hub flags are read at import
         from peft import PeftModel
-        from safetensors.torch import load_file
 
-        from models.classifier import Heads, cpu_has_bf16
-        from models.lexical import LexicalModel
+        from models.classifier import cpu_has_bf16
 
         d = adapter_io.resolve_adapter(cfg.adapter)
         meta = adapter_io.read_meta(d)
@@ -170,13 +199,60 @@ class Triager:
         tok.padding_side = "left"
         lm = PeftModel.from_pretrained(lm, str(d))
         lm.eval()
-        heads = Heads(lm.config.hidden_size, meta["fields"])
-        heads.load_state_dict(load_file(str(d / adapter_io.HEADS)))
-        heads.to(device).eval()
-        lexical = LexicalModel.load(d) if (d / "lexical.json").exists() else None
-        h = hashlib.sha256((d / adapter_io.HEADS).read_bytes()).hexdigest()[:12]
-        memory = TicketMemory.load(d)
-        return cls(cfg, lm, tok, heads, lexical, meta, device, model_version, f"{d.name}@{h}", memory)
+        heads, lexical, memory, version = _adapter_parts(d, meta, lm.config.hidden_size, device)
+        return cls(cfg, lm, tok, heads, lexical, meta, device, model_version, version, memory)
+
+    @classmethod
+    def load_sharing(cls, base: Triager, cfg: ModelConfig, name: str) -> Triager:
+        """The adapter `cfg.adapter` on the base model `base` already holds, as another peft named adapter: the
+        base weights are not loaded again (a worker swapping its live adapter between batches, or running a shadow
+        adapter beside it). Each Triager activates its own adapter while it runs the model, under a lock the
+        Triagers on that base share. The adapter must have been trained on the same base (its triage.json says)."""
+        d = adapter_io.resolve_adapter(cfg.adapter)
+        meta = adapter_io.read_meta(d)
+        if meta.get("base_model") not in (None, base.cfg.base):
+            raise adapter_io.AdapterError(
+                f"{d}: trained on {meta.get('base_model')!r}, but the loaded base is {base.cfg.base!r}"
+            )
+        key = adapter_key(name)
+        shared = _shared(base.lm)
+        with shared.lock:
+            if key in base.lm.peft_config:
+                raise adapter_io.AdapterError(f"an adapter named {key!r} is already loaded on this base")
+            base.lm.load_adapter(str(d), adapter_name=key)
+            base.lm.eval()
+        heads, lexical, memory, version = _adapter_parts(d, meta, base.lm.config.hidden_size, base.device)
+        cfg = ModelConfig(**{**cfg.__dict__, "base": base.cfg.base})
+        out = cls(cfg, base.lm, base.tok, heads, lexical, meta, base.device, base.model_version, version, memory)
+        out.adapter_name = key
+        return out
+
+    @contextmanager
+    def using(self) -> Iterator[None]:
+        """Hold the base model with this Triager's adapter active (Triagers sharing a base take turns)."""
+        shared = _shared(self.lm)
+        with shared.lock:
+            if shared.active != self.adapter_name:
+                self.lm.set_adapter(self.adapter_name)
+                shared.active = self.adapter_name
+            yield
+
+    def unload(self) -> None:
+        """Remove this Triager's adapter from a base other Triagers still use (the old one after a swap); a no-op
+        for the last adapter on its base (the base goes when nothing references it)."""
+        shared = _shared(self.lm)
+        with shared.lock:
+            names = list(getattr(self.lm, "peft_config", {}))
+            if self.adapter_name not in names or len(names) < 2:
+                return
+            if shared.active == self.adapter_name:
+                other = next(n for n in names if n != self.adapter_name)
+                self.lm.set_adapter(other)
+                shared.active = other
+            self.lm.delete_adapter(self.adapter_name)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     # ---------------------------------------------------------------- classification
     def classify_components(self, texts: Sequence[str]) -> dict[str, FieldScores]:
@@ -191,7 +267,8 @@ class Triager:
 
         side = self._side_pool().submit(self._cpu_members, texts)
         try:
-            logits = logits_for(self.lm, self.heads, self.ctok, texts, self.cfg.batch_size, self.device, False)
+            with self.using():
+                logits = logits_for(self.lm, self.heads, self.ctok, texts, self.cfg.batch_size, self.device, False)
         finally:
             lex, votes = side.result()
         calib = self.meta.get("calibration", {})
@@ -264,7 +341,8 @@ class Triager:
         evidence = list(evidence) if evidence is not None else [None] * len(texts)
         if self.cfg.reply_mode == "generate":
             examples = [m.reply if m else None for m in matches]
-            drafted = self.drafter.draft(texts, languages, examples, evidence)
+            with self.using():
+                drafted = self.drafter.draft(texts, languages, examples, evidence)
             return [Reply(r, "model", [e] if e else []) for r, e in zip(drafted, examples, strict=True)]
         out: list[Reply | None] = [
             Reply(prompts.clean_reply(m.reply, t), f"history:{m.source_id}", [m.reply]) if m else None
@@ -272,9 +350,10 @@ class Triager:
         ]
         todo = [i for i, o in enumerate(out) if o is None]
         if todo:
-            drafted = self.drafter.draft(
-                [texts[i] for i in todo], [languages[i] for i in todo], None, [evidence[i] for i in todo]
-            )
+            with self.using():
+                drafted = self.drafter.draft(
+                    [texts[i] for i in todo], [languages[i] for i in todo], None, [evidence[i] for i in todo]
+                )
             for i, r in zip(todo, drafted, strict=True):
                 out[i] = Reply(r, "model", [])
         return [o for o in out if o is not None]
@@ -283,7 +362,8 @@ class Triager:
         self, texts: Sequence[str], languages: Sequence[str | None], examples: Sequence[str | None] | None = None
     ) -> list[str]:
         """LLM drafts, batched (models/drafting.py); `examples` are past replies shown in the prompt."""
-        return self.drafter.draft(texts, languages, examples)
+        with self.using():
+            return self.drafter.draft(texts, languages, examples)
 
     # ---------------------------------------------------------------- the API
     def prepare(self, t: TicketInput) -> tuple[str, bool, list[str]]:
@@ -368,6 +448,21 @@ class Triager:
             for pred in preds:
                 pred.timings["draft_s"] = 0.0
         return preds
+
+
+def _adapter_parts(d: Path, meta: dict[str, Any], hidden: int, device: str) -> tuple[Any, Any, Any, str]:
+    """An adapter directory's label heads, lexical partner, ticket memory and version (`<dir>@<heads hash>`)."""
+    from safetensors.torch import load_file
+
+    from models.classifier import Heads
+    from models.lexical import LexicalModel
+
+    heads = Heads(hidden, meta["fields"])
+    heads.load_state_dict(load_file(str(d / adapter_io.HEADS)))
+    heads.to(device).eval()
+    lexical = LexicalModel.load(d) if (d / "lexical.json").exists() else None
+    h = hashlib.sha256((d / adapter_io.HEADS).read_bytes()).hexdigest()[:12]
+    return heads, lexical, TicketMemory.load(d), f"{d.name}@{h}"
 
 
 def adapter_dir(cfg: ModelConfig) -> Path:

@@ -160,6 +160,8 @@ def train(
     log_fn(f"layer-{split_at} features of {len(tr_texts)} tickets in {feat_s:.0f}s")
 
     heads = Heads(lm.config.hidden_size, sets).to(device)
+    if tcfg.init_adapter:
+        log_fn(warm_start(lm, heads, Path(tcfg.init_adapter), sets, split_at))
     checkpoint = _use_checkpointing(tcfg, device, lora_layers, lm.config.hidden_size)
     model = TopModel(lm, heads, split_at, device, autocast, checkpoint=checkpoint)
     ds = _Features(h_tr, m_tr, y_train)
@@ -322,6 +324,38 @@ def _weight(t: Ticket, col: str) -> int:
         return min(100, max(1, int(float(t.extra.get(col) or 1))))
     except (TypeError, ValueError):
         return 1
+
+
+def warm_start(lm: Any, heads: Any, d: Path, sets: dict[str, list[str]], split_at: int) -> str:
+    """Load an earlier adapter into a fresh LoRA model and heads: every LoRA weight, and each head's rows for the
+    labels that adapter knew (a new label's row keeps its fresh initialisation); a summary line."""
+    import torch
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+    from safetensors.torch import load_file
+
+    meta = adapter_io.read_meta(d)
+    if int(meta.get("split_layer", split_at)) != split_at:
+        raise ValueError(f"{d}: LoRA from layer {meta.get('split_layer')}, this recipe from layer {split_at}")
+    loaded = set_peft_model_state_dict(lm, load_peft_weights(str(d), device="cpu"))
+    unexpected = list(getattr(loaded, "unexpected_keys", None) or [])
+    if unexpected:  # a different LoRA shape: starting "warm" would silently start from scratch
+        raise ValueError(f"{d}: {len(unexpected)} LoRA weights do not fit this recipe, e.g. {unexpected[0]}")
+    old = load_file(str(d / adapter_io.HEADS))
+    kept, fresh = 0, []
+    with torch.no_grad():
+        for f, labels in sets.items():
+            before = {lab: i for i, lab in enumerate(meta["fields"].get(f, []))}
+            w, b = old.get(f"heads.{f}.weight"), old.get(f"heads.{f}.bias")
+            layer = heads.heads[f]
+            for j, lab in enumerate(labels):
+                if w is not None and b is not None and lab in before:
+                    layer.weight[j] = w[before[lab]].to(layer.weight)
+                    layer.bias[j] = b[before[lab]].to(layer.bias)
+                    kept += 1
+                else:
+                    fresh.append(f"{f}:{lab}")
+    return f"warm start from {d.name}: LoRA weights and {kept} head rows; new: {', '.join(fresh) or 'none'}"
 
 
 def _use_checkpointing(tcfg: TrainConfig, device: str, lora_layers: int, hidden: int) -> bool:

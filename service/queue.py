@@ -13,19 +13,24 @@ from service.settings import Settings
 TRIAGE_QUEUE = "triage"
 DRAFT_QUEUE = "draft"  # reply suggestions, after the labels (workers/drafts.py)
 DELIVER_QUEUE = "deliver"
-QUEUES = (TRIAGE_QUEUE, DRAFT_QUEUE, DELIVER_QUEUE)
+LEARN_QUEUE = "learn"  # scheduled retrains (minutes of model work): a worker of its own (service/learning/retrain.py)
+QUEUES = (TRIAGE_QUEUE, DRAFT_QUEUE, DELIVER_QUEUE, LEARN_QUEUE)
 
 # Task names are the contract between the API and the workers: the API never imports workers/.
 TRIAGE_EVENT_TASK = "itsm.triage_event"
 DRAFT_TASK = "itsm.draft"
 DELIVER_TASK = "itsm.deliver"
 SWEEP_TASK = "itsm.sweep"
+RETRAIN_TASK = "itsm.retrain"
+ADAPTERS_CHECK_TASK = "itsm.adapters_check"
 
 TASK_QUEUES = {
     TRIAGE_EVENT_TASK: TRIAGE_QUEUE,
     DRAFT_TASK: DRAFT_QUEUE,
     DELIVER_TASK: DELIVER_QUEUE,
     SWEEP_TASK: DELIVER_QUEUE,
+    RETRAIN_TASK: LEARN_QUEUE,
+    ADAPTERS_CHECK_TASK: DELIVER_QUEUE,
 }
 
 log = structlog.get_logger(__name__)

@@ -6,13 +6,14 @@ import os
 import sqlite3
 import tempfile
 import threading
+import weakref
 from contextlib import closing
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 from celery import Celery, bootsteps
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import beat_embedded_init, worker_process_init, worker_process_shutdown
 from sqlalchemy.engine import Engine
 
 from service.db import make_engine
@@ -22,11 +23,15 @@ from service.settings import Settings
 from workers.delivery import DeliveryContext
 from workers.drafts import DraftContext
 from workers.knowledge import kb_beat_schedule, register_kb_tasks
+from workers.learning import learning_beat_schedule, register_learning_tasks
 from workers.memory_sync import MemorySync
 from workers.pipeline import PipelineContext
 from workers.retention import register_retention_tasks, retention_beat_schedule
 from workers.tasks import register_tasks
 from workers.watchdog import ConsumerWatchdog
+
+if TYPE_CHECKING:
+    from workers.adapter_sync import AdapterSync
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +50,9 @@ class WorkerRuntime:
         self._engine: Engine | None = None
         self._triager: Triager | None = None
         self._writers: dict[str, TicketWriter] = {}
-        self._memory_sync: MemorySync | None = None
+        # one memory sync per loaded adapter (live, shadow; a new one after a swap starts from its own data)
+        self._memory_syncs: weakref.WeakKeyDictionary[Any, MemorySync] = weakref.WeakKeyDictionary()
+        self._adapters: AdapterSync | None = None  # the registry's adapters (the LLM backend only)
 
     def after_fork(self) -> None:
         """Drop anything inherited from the parent: connections and sockets must not be shared across fork."""
@@ -54,7 +61,8 @@ class WorkerRuntime:
         self._engine = None
         self._writers = {}
         self._triager = None
-        self._memory_sync = None
+        self._memory_syncs = weakref.WeakKeyDictionary()
+        self._adapters = None
         if self.warm_model:
             try:
                 triager = self.triager()
@@ -71,14 +79,43 @@ class WorkerRuntime:
         return self._engine
 
     def triager(self) -> Triager:
-        """The model, loaded once per process on first use (never in the Celery parent)."""
+        """The model, loaded once per process on first use (never in the Celery parent); with the LLM backend the
+        registry's live adapter, swapped for a newly promoted one between batches (this is called once a batch)."""
         with self._lock:
             if self._triager is None:
-                from workers.model_backend import load_triager
+                if self.settings.model.backend == "hf":
+                    from workers.adapter_sync import AdapterSync
 
-                self._triager = load_triager(self.settings)
-                log.info("model_loaded", pid=os.getpid(), backend=self.settings.model.backend)
+                    self._adapters = AdapterSync(self.engine(), self.settings)
+                    self._triager = self._adapters.start()
+                else:
+                    from workers.model_backend import load_triager
+
+                    self._triager = load_triager(self.settings)
+                log.info(
+                    "model_loaded",
+                    pid=os.getpid(),
+                    backend=self.settings.model.backend,
+                    adapter=getattr(self._triager, "adapter_version", None),
+                )
+            elif self._adapters is not None and self._adapters.refresh() and self._adapters.live is not None:
+                self._triager = self._adapters.live.triager
+                warm_up = getattr(self._triager, "warm_up", None)
+                if self.warm_drafting and warm_up is not None:
+                    log.info("drafting_compiled", seconds=round(float(warm_up()), 1))
             return self._triager
+
+    def shadow(self) -> tuple[int, Triager] | None:
+        """The registry's shadow adapter in this process (registry id, triager), if there is one."""
+        with self._lock:
+            return self._adapters.shadow_triager() if self._adapters is not None else None
+
+    def learn(self, triager: Triager) -> object:
+        """Reviewed tickets into this adapter's memory (each loaded adapter has its own sync state)."""
+        sync = self._memory_syncs.get(triager)
+        if sync is None:
+            sync = self._memory_syncs[triager] = MemorySync(self.engine(), self.settings.model.memory_sync_s)
+        return sync(triager)
 
     def writer(self, source: str) -> TicketWriter:
         """The connector for `source`, one per process (its HTTP client keeps connections alive)."""
@@ -93,16 +130,14 @@ class WorkerRuntime:
         enqueue(self.app, task_name, row_id, countdown=countdown)
 
     def pipeline(self) -> PipelineContext:
-        """Context for the triage flow."""
-        if self._memory_sync is None:
-            self._memory_sync = MemorySync(self.engine(), self.settings.model.memory_sync_s)
-        return PipelineContext(self.engine(), self.settings, self.triager, self.enqueue, learn=self._memory_sync)
+        """Context for the triage flow (with the registry's shadow adapter, when there is one)."""
+        return PipelineContext(
+            self.engine(), self.settings, self.triager, self.enqueue, learn=self.learn, shadow=self.shadow
+        )
 
     def drafts(self) -> DraftContext:
         """Context for the draft stage (it learns reviewed tickets too: sent replies are suggestions)."""
-        if self._memory_sync is None:
-            self._memory_sync = MemorySync(self.engine(), self.settings.model.memory_sync_s)
-        return DraftContext(self.engine(), self.settings, self.triager, self.enqueue, learn=self._memory_sync)
+        return DraftContext(self.engine(), self.settings, self.triager, self.enqueue, learn=self.learn)
 
     def delivery(self) -> DeliveryContext:
         """Context for the delivery flow."""
@@ -147,6 +182,7 @@ def make_worker_app(settings: Settings) -> Celery:
             },
             **kb_beat_schedule(settings),
             **retention_beat_schedule(settings),
+            **learning_beat_schedule(settings),
         },
         worker_send_task_events=False,
         task_send_sent_event=False,
@@ -155,6 +191,7 @@ def make_worker_app(settings: Settings) -> Celery:
     register_tasks(app, runtime)
     register_kb_tasks(app, runtime)
     register_retention_tasks(app, runtime)
+    register_learning_tasks(app, runtime)
     app.steps["worker"].add(Heartbeat)
     watchdog = type("ConsumerWatchdog", (ConsumerWatchdog,), {"stall_s": float(settings.worker.stall_timeout_s)})
     app.steps["consumer"].add(watchdog)
@@ -171,8 +208,26 @@ def make_worker_app(settings: Settings) -> Celery:
 
     # weak=False: the closures would otherwise be garbage-collected and never fire.
     worker_process_init.connect(_init, weak=False)
+    beat_embedded_init.connect(_beat_init, weak=False)
     worker_process_shutdown.connect(_shutdown, weak=False)
     return app
+
+
+# The embedded beat's process inherits the parent's pooled SQLite broker connections, and celery closes every
+# inherited file descriptor when it starts. Kept here, those connection objects are never used and never freed:
+# freeing one closes its old descriptor number, which by then belongs to a connection the beat opened itself.
+_INHERITED_BROKER_ENGINES: list[Any] = []
+
+
+def _beat_init(**_: Any) -> None:
+    """In the embedded beat's process: broker engines of its own (its publishes on the SQLite broker failed with
+    'channel disconnected' when start-up timing let it inherit the parent's)."""
+    try:
+        from kombu.transport.sqlalchemy import Channel
+    except ImportError:  # kombu without its SQLAlchemy transport: nothing inherited
+        return
+    _INHERITED_BROKER_ENGINES.extend(Channel._engines.values())
+    Channel._engines.clear()
 
 
 def run_worker(settings: Settings, *, queues: list[str], concurrency: int, beat: bool) -> None:

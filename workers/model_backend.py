@@ -20,12 +20,32 @@ log = structlog.get_logger(__name__)
 class ModelTriager:
     """Adapts models' Triager (Prediction objects) to the domain's TriageResult; one instance per process."""
 
-    def __init__(self, triager: Any, *, draft_replies: bool) -> None:
+    def __init__(
+        self,
+        triager: Any,
+        *,
+        draft_replies: bool,
+        adapter_version: str | None = None,
+        memory_since: str | None = None,
+    ) -> None:
         self._triager = triager
         self._draft_replies = draft_replies
         self.model_version: str = str(getattr(triager, "model_version", ""))
-        self.adapter_version: str | None = getattr(triager, "adapter_version", None)
-        self.trained_at: str | None = (getattr(triager, "meta", None) or {}).get("trained_at")
+        # a registry adapter is recorded by its registry version (v3), what the Adapters page and rollback read
+        self.adapter_version: str | None = adapter_version or getattr(triager, "adapter_version", None)
+        # where the memory sync starts: reviews after this are not in the adapter's training data
+        self.trained_at: str | None = memory_since or (getattr(triager, "meta", None) or {}).get("trained_at")
+
+    @property
+    def llm(self) -> Any:
+        """The models' Triager behind this adapter (another adapter can share its base model)."""
+        return self._triager
+
+    def unload(self) -> None:
+        """Free this adapter's weights from a base model other adapters still use (after a swap)."""
+        unload = getattr(self._triager, "unload", None)
+        if unload is not None:
+            unload()
 
     def classify(self, tickets: Sequence[CanonicalTicket]) -> list[TriageResult]:
         """Labels for the whole batch in one model call, each Prediction mapped (no draft: see `draft`)."""
@@ -58,7 +78,13 @@ class ModelTriager:
     def warm_up(self) -> float:
         """Compile the drafting shapes now (static drafting on a GPU), not on the first request; seconds taken."""
         drafter = getattr(self._triager, "drafter", None)
-        return float(drafter.warm_up()) if drafter is not None and self._draft_replies else 0.0
+        if drafter is None or not self._draft_replies:
+            return 0.0
+        using = getattr(self._triager, "using", None)
+        if using is None:
+            return float(drafter.warm_up())
+        with using():  # the shapes are compiled with this adapter active
+            return float(drafter.warm_up())
 
     def triage(self, tickets: Sequence[CanonicalTicket]) -> list[TriageResult]:
         """Labels and draft in one call (offline use and benchmarks; the worker runs the two stages apart)."""

@@ -44,6 +44,8 @@ class PipelineContext:
     triager: Callable[[], Triager]  # lazy: the model loads in the process that runs it
     enqueue: Enqueue
     learn: Callable[[Triager], object] | None = None  # before each model call: reviewed tickets into its memory
+    # the registry's shadow adapter, if any: (its registry id, its triager); predicts beside the live one, never acts
+    shadow: Callable[[], tuple[int, Triager] | None] | None = None
 
 
 @dataclass
@@ -81,6 +83,7 @@ def run_batches(ctx: PipelineContext, event_ids: list[int], report: TriageReport
     """
     deadline = time.monotonic() + ctx.settings.worker.task_time_limit_s / 2
     store: Future[None] | None = None
+    shadows: list[Future[None]] = []
     heartbeat = LeaseHeartbeat(ctx.engine, ctx.settings, event_ids)
     with heartbeat, ThreadPoolExecutor(max_workers=2, thread_name_prefix="triage") as pool:
         try:
@@ -109,10 +112,15 @@ def run_batches(ctx: PipelineContext, event_ids: list[int], report: TriageReport
                     if store is not None:
                         store.result()  # one batch in the store stage at a time; surfaces its errors
                     store = pool.submit(_store, ctx, report, work, results, elapsed)
+                    shadowed = _shadow(ctx, pool, store, work, inputs)
+                    if shadowed is not None:
+                        shadows.append(shadowed)
                 prepared = prefetch.result() if prefetch is not None else None
         finally:
             if store is not None:
                 store.result()
+            for done in shadows:
+                done.result()
 
 
 Prepared = tuple[list[Work], list[CanonicalTicket]]
@@ -126,6 +134,42 @@ def _learn(ctx: PipelineContext, triager: Triager) -> None:
         ctx.learn(triager)
     except Exception as exc:  # noqa: BLE001  the next poll retries; triage goes on with the memory it has
         log.warning("memory_sync_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _shadow(
+    ctx: PipelineContext,
+    pool: ThreadPoolExecutor,
+    stored: Future[None],
+    work: list[Work],
+    inputs: list[CanonicalTicket],
+) -> Future[None] | None:
+    """The shadow adapter's labels for the batch the live one just labelled, stored once the live triages are
+    committed. Shadowing must never hold up or fail the live triage: errors are logged, the batch goes on."""
+    try:
+        shadow = ctx.shadow() if ctx.shadow is not None else None
+        if shadow is None:
+            return None
+        _learn(ctx, shadow[1])
+        started = time.perf_counter()
+        results = shadow[1].classify(inputs)
+        log.info("batch_shadowed", size=len(inputs), model_s=round(time.perf_counter() - started, 3))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("shadow_failed", error=f"{type(exc).__name__}: {exc}"[:500])
+        return None
+    return pool.submit(_store_shadow, ctx, stored, work, (shadow[0], results))
+
+
+def _store_shadow(
+    ctx: PipelineContext, stored: Future[None], work: list[Work], got: tuple[int, list[TriageResult]]
+) -> None:
+    """After the live batch is stored: its shadow predictions."""
+    try:
+        stored.result()
+        from workers.adapter_sync import store_shadow
+
+        store_shadow(ctx.engine, work, got[0], got[1])
+    except Exception as exc:  # noqa: BLE001  a lost shadow batch only makes the comparison wait longer
+        log.warning("shadow_store_failed", error=f"{type(exc).__name__}: {exc}"[:500])
 
 
 def _claim_and_prepare(ctx: PipelineContext, report: TriageReport, heartbeat: LeaseHeartbeat) -> Prepared | None:

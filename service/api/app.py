@@ -17,10 +17,13 @@ from service.api.identity import resolve_jira_account_id
 from service.api.metrics import ApiMetrics, multiprocess_dir
 from service.api.middleware import RequestIdMiddleware
 from service.api.problems import install_problem_handlers
+from service.api.rejections import RejectionLog
 from service.api.relay import EnqueueRelay
 from service.api.routes import health, webhooks
+from service.crypto import PayloadCipher
 from service.db import make_engine
 from service.domain.ports import WebhookParser
+from service.knowledge.metrics import KnowledgeCollector
 from service.queue import declare_queues, make_celery
 from service.settings import Settings
 from service.webhooks.jira import JiraWebhookParser
@@ -64,12 +67,15 @@ def create_app(settings: Settings, *, engine: Engine | None = None, celery: Cele
         description="Webhook receiver, review UI and JSON API of the ITSM triage service.",
     )
     metrics = ApiMetrics()
+    metrics.add_collector(KnowledgeCollector(engine))
     app.state.settings = settings
     app.state.engine = engine
     app.state.celery = celery
     app.state.metrics = metrics
     app.state.relay = EnqueueRelay(celery, engine, metrics)
     app.state.parsers = make_parsers(settings)
+    app.state.payload_cipher = PayloadCipher.from_settings(settings)  # a bad key fails here, at start-up
+    app.state.rejections = RejectionLog()
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(webhooks.router)

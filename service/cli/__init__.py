@@ -20,7 +20,7 @@ def main(ctx: click.Context) -> None:
 
 def _register() -> None:
     """Attach the subcommand modules (each owns one concern)."""
-    from service.cli import config, history, kb, model, privacy, replay, server, status, users
+    from service.cli import adapters, config, history, kb, model, privacy, replay, server, status, users
 
     server.register(main)
     status.register(main)
@@ -31,6 +31,7 @@ def _register() -> None:
     history.register(main)
     kb.register(main)
     privacy.register(main)
+    adapters.register(main)
 
 
 _register()

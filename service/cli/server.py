@@ -86,8 +86,9 @@ def serve(settings: Settings, host: str, port: int, dev: bool) -> None:
 def run(settings: Settings, host: str, port: int) -> None:
     """Everything in one process tree on embedded defaults: API + review UI + workers (+ sweeper).
 
-    Two worker processes: labels and write-backs in one, reply drafts in the other, so a draft that takes seconds
-    on a CPU never delays the next ticket's labels (bench/e2e.py measures it)."""
+    Three worker processes: labels, write-backs (with the sweeper), and reply drafts, so a draft that takes seconds
+    on a CPU never delays the next ticket's labels, nor a backlog of labels their notes (bench/e2e.py measures it);
+    a fourth for scheduled retrains when ITSM_LEARNING__SCHEDULE is set."""
     settings, generated = ensure_dev_secrets(settings)
     if generated:
         click.echo(
@@ -105,9 +106,18 @@ def run(settings: Settings, host: str, port: int) -> None:
     # progress leaves the labels a core (torch threads spinning on busy cores slowed a 1-ticket label batch from
     # 0.1 s to 7-12 s, measured), and OpenMP threads sleep instead of spinning while they wait.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    groups: list[tuple[list[str], dict[str, str]]] = [(["triage,deliver", "--beat"], {})]
+    # Write-backs run in a worker of their own (no model, a few processes, the sweeper's beat): a note must not wait
+    # for the label worker to finish its backlog of batches (a 40-ticket burst's notes waited ~9 s, measured).
+    groups: list[tuple[list[str], dict[str, str]]] = [
+        (["triage"], {}),
+        (["deliver", "--concurrency", "4", "--beat"], {}),
+    ]
     if settings.model.draft_replies:
         groups.append((["draft"], {"ITSM_TORCH_THREADS": os.environ.get("ITSM_TORCH_THREADS", "1")}))
+    if settings.learning.schedule:
+        # scheduled retrains (ITSM_LEARNING__SCHEDULE) in a worker of their own: minutes of training must not
+        # hold up labels or drafts; the deliver worker's beat enqueues them
+        groups.append((["learn"], {}))
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "service.cli", "worker", "--queues", *args],
@@ -166,9 +176,7 @@ def _settings_env(settings: Settings) -> dict[str, str]:
 
 
 @click.command()
-@click.option(
-    "--queues", default="triage,draft,deliver", show_default=True, help="Comma-separated queues to consume."
-)
+@click.option("--queues", default="triage,draft,deliver", show_default=True, help="Comma-separated queues to consume.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=None, help="Processes (default: settings).")
 @click.option("--beat", is_flag=True, help="Also run the periodic sweeper in this worker.")
 @click.pass_obj

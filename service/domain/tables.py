@@ -122,6 +122,7 @@ class Triage(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("ticket_id", "source_version", name="uq_triage_ticket_version"),
         Index("ix_triage_draft_status", "draft_status", "draft_lease_until"),
+        Index("ix_triage_adapter_version", "adapter_version"),  # an adapter's reviewed triages (rollback window)
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -278,6 +279,9 @@ class AuditEntry(SQLModel, table=True):
 
 # Knowledge-base tables live in their own module; importing it registers them on the same metadata.
 from service.domain.knowledge import KbArticle, KbPassage, KbSyncState  # noqa: E402, F401
+
+# The learning loop's tables (adapter registry, adapter files, shadow predictions) likewise.
+from service.domain.learning import Adapter, AdapterBlob, LearningLease, ShadowPrediction  # noqa: E402, F401
 
 # The erasure log (privacy) likewise.
 from service.domain.privacy import Erasure  # noqa: E402, F401

@@ -24,7 +24,7 @@ def mount(app: FastAPI, settings: Settings) -> None:
 
     Expects app.state.engine and app.state.celery to be set by the caller (create_app or a test app).
     """
-    from service.review import api, login, oidc, ui
+    from service.review import adapters, api, login, oidc, ui
 
     secret = settings.review.session_secret
     if secret is None:
@@ -36,6 +36,7 @@ def mount(app: FastAPI, settings: Settings) -> None:
     app.state.review = ReviewContext(settings=settings, signer=signer)
     app.include_router(login.router)
     app.include_router(ui.router)
+    app.include_router(adapters.router)
     app.include_router(oidc.router)
     app.include_router(api.router)
     app.mount("/review/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="review-static")

@@ -30,14 +30,19 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 _KEDA_REDIS = {"address": "redis-master.data:6379", "passwordSecret": {"name": "redis", "key": "pw"}}
 
 # The value sets every structural test runs against (the issue asks for default + GPU off + KEDA on + existing
-# secret; "everything" switches on each optional object so that it is validated too; "one-pool" folds the draft
-# queue into the model workers; "gpu-example" is examples/values-gpu.yaml).
+# secret; "everything" switches on each optional object so that it is validated too, the retrain pool included;
+# "one-pool" folds the draft queue into the model workers; "gpu-example" is examples/values-gpu.yaml).
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "gpu-off": {"modelWorker": {"gpu": {"enabled": False}}, "draftWorker": {"gpu": {"enabled": False}}},
+    "gpu-off": {
+        "modelWorker": {"gpu": {"enabled": False}},
+        "draftWorker": {"gpu": {"enabled": False}},
+        "learnWorker": {"enabled": True, "gpu": {"enabled": False}},
+    },
     "keda": {
         "modelWorker": {"keda": {"enabled": True, "redis": _KEDA_REDIS}},
         "draftWorker": {"keda": {"enabled": True, "redis": _KEDA_REDIS}},
+        "learnWorker": {"enabled": True, "keda": {"enabled": True, "redis": _KEDA_REDIS}},
         "metrics": {
             "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
             "podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -63,6 +68,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "modelCache": {"enabled": True, "existingClaim": "models-rox"},
             "podDisruptionBudget": {"enabled": True},
         },
+        "learnWorker": {"modelCache": {"enabled": True, "existingClaim": "models-rox"}},
         "deliveryWorker": {"podDisruptionBudget": {"enabled": True}},
         "metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}},
         "networkPolicy": {
@@ -74,6 +80,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "policy": {"priority": {"mode": "auto", "threshold": 0.95}},
             "jira": {"base_url": "https://acme.atlassian.net", "email": "bot@acme.test"},
             "servicenow": {"instance_url": "https://acme.service-now.com", "username": "triage.bot"},
+            # Weekly retrains: the retrain pool (learnWorker.enabled null) follows the schedule.
+            "learning": {"schedule": "0 3 * * 6"},
         },
     },
     "one-pool": {"draftWorker": {"enabled": False}, "modelWorker": {"keda": {"enabled": True}}},

@@ -27,8 +27,10 @@ from tests.deploy.settings_walk import leaves
 
 SETS = sorted(VALUE_SETS)
 WORKERS = ("model-worker", "draft-worker", "delivery-worker", "sweeper")
-# The two model pools (triage and draft): the only workloads with the model, GPUs and the worker image.
+# The two model pools (triage and draft): the only workloads with the model, GPUs and the worker image...
 MODEL_POOLS = ("model-worker", "draft-worker")
+# ...besides the retrain pool, which runs only with learnWorker.enabled or config.learning.schedule.
+LEARN_POOL = "learn-worker"
 GPU = "nvidia.com/gpu"
 
 
@@ -107,10 +109,11 @@ def test_model_workers_request_gpus_by_default() -> None:
     assert _env(two)["ITSM_WORKER__CONCURRENCY"] == "2"
 
 
-def test_only_model_workers_touch_gpus() -> None:
-    """No workload but the two model pools requests a GPU or schedules onto GPU nodes."""
-    for workload in render().workloads():
-        if component_of(workload) in MODEL_POOLS:
+@pytest.mark.parametrize("value_set", ["default", "everything"])
+def test_only_model_workers_touch_gpus(value_set: str) -> None:
+    """No workload but the model pools (and the retrain pool) requests a GPU or schedules onto GPU nodes."""
+    for workload in render(VALUE_SETS[value_set]).workloads():
+        if component_of(workload) in (*MODEL_POOLS, LEARN_POOL):
             continue
         assert GPU not in str(workload), name_of(workload)
 
@@ -152,7 +155,7 @@ def test_commands_match_the_cli() -> None:
     }
 
 
-@pytest.mark.parametrize("value_set", ["default", "one-pool"])
+@pytest.mark.parametrize("value_set", ["default", "one-pool", "everything"])
 def test_cli_accepts_the_chart_command_lines(value_set: str) -> None:
     """The commands the chart runs parse with the real click CLI (options only; nothing is started), and every
     queue they name is one the CLI accepts (`worker` checks its --queues against service.queue.QUEUES)."""
@@ -267,7 +270,7 @@ def test_worker_liveness_check_fails_on_a_stale_or_missing_heartbeat(tmp_path: P
 @pytest.mark.parametrize("value_set", SETS)
 def test_network_policies_limit_worker_egress(value_set: str) -> None:
     """Every pod is selected by a NetworkPolicy; workers reach only DNS, the database, the broker and (not the
-    model workers) the ITSM hosts; they accept nothing but metric scrapes."""
+    model or retrain workers) the ITSM hosts; they accept nothing but metric scrapes."""
     rendered = render(VALUE_SETS[value_set])
     policies = {component_of(p): p for p in rendered.of_kind("NetworkPolicy")}
     values = merge(_chart_values(), VALUE_SETS[value_set])
@@ -286,12 +289,12 @@ def test_network_policies_limit_worker_egress(value_set: str) -> None:
         for rule in policy["spec"]["egress"]:
             assert rule.get("ports"), f"{component}: an egress rule without ports allows everything"
             egress_ports |= {p["port"] for p in rule["ports"]}
-        if component in MODEL_POOLS:
+        if component in (*MODEL_POOLS, LEARN_POOL):
             assert egress_ports == base_ports, component
         else:
             assert egress_ports == base_ports | itsm_ports, component
         ingress_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
-        if component in WORKERS:
+        if component in (*WORKERS, LEARN_POOL):
             assert ingress_ports == {metrics_port}, component
         else:
             assert ingress_ports == {values["api"]["port"]}, component
@@ -347,8 +350,8 @@ def test_monitors_scrape_metrics_ports() -> None:
     pod_monitor = rendered.one("PodMonitor")
     assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     (selected,) = pod_monitor["spec"]["selector"]["matchExpressions"]
-    assert set(selected["values"]) == set(WORKERS)
-    for component in WORKERS:
+    assert set(selected["values"]) == {*WORKERS, LEARN_POOL}  # the value set runs the retrain pool
+    for component in (*WORKERS, LEARN_POOL):
         (container,) = containers(rendered.one("Deployment", component))
         assert container["ports"] == [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]
 

@@ -85,6 +85,8 @@ def _all_set_values() -> dict[str, Any]:
     # The two settings the chart constrains for a container (the tests above check they still map one-to-one).
     values["config"]["api"]["migrate_on_start"] = False
     values["config"]["var_dir"] = "/srv/itsm-sample"
+    # A crontab, which the chart and Settings both check (a URL is a str but no schedule).
+    values["config"]["learning"]["schedule"] = "0 3 * * 6"
     return values
 
 

@@ -165,3 +165,58 @@ def test_a_step_that_does_not_fit_is_halved_and_accumulated() -> None:
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
         plan_batch(16, broken, "cuda")
+
+
+def test_a_warm_start_keeps_what_the_earlier_adapter_learnt_and_adds_new_labels(tiny_cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A retrain from the live adapter: with the learning rates at 0, the candidate is the live adapter exactly (LoRA
+    weights, head rows of known labels, in the new label order), and a label the live one never knew gets a row."""
+    from peft.utils import load_peft_weights
+    from safetensors.torch import load_file
+
+    from models.config import TrainConfig
+    from models.train import train
+
+    first = tmp_path / "first.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in tiny_rows()))
+    recipe = dict(fields=["queue"], max_steps=2, batch_size=8, max_tokens=16, lora_layers=2)
+    train(first, tmp_path / "live", TrainConfig(**recipe), tiny_cfg, log_fn=lambda *_: None)
+    rows = tiny_rows() + [
+        {"id": f"p{i}", "subject": "Printer jam", "body": f"The printer on floor {i} jams.", "queue": "aaa-printing"}
+        for i in range(12)
+    ]
+    second = tmp_path / "second.jsonl"
+    second.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lines: list[str] = []
+    still = TrainConfig(**recipe, lr=0.0, head_lr=0.0, init_adapter=str(tmp_path / "live"))  # type: ignore[arg-type]
+    meta = train(second, tmp_path / "warm", still, tiny_cfg, log_fn=lambda line: lines.append(str(line)))
+    assert any("warm start" in line and "new: queue:aaa-printing" in line for line in lines), lines
+
+    live_meta = json.loads((tmp_path / "live" / "triage.json").read_text())
+    old, new = live_meta["fields"]["queue"], meta["fields"]["queue"]
+    assert new[0] == "aaa-printing" and set(new) == {*old, "aaa-printing"}  # the known labels moved down a row
+    lw, ww = (
+        load_file(str(tmp_path / "live" / "heads.safetensors")),
+        load_file(str(tmp_path / "warm" / "heads.safetensors")),
+    )
+    for j, label in enumerate(new):
+        if label in old:
+            assert torch_allclose(ww["heads.queue.weight"][j], lw["heads.queue.weight"][old.index(label)]), label
+        else:
+            assert ww["heads.queue.weight"][j].abs().sum() > 0  # a fresh, initialised row
+    live_lora, warm_lora = load_peft_weights(str(tmp_path / "live")), load_peft_weights(str(tmp_path / "warm"))
+    assert live_lora.keys() == warm_lora.keys()
+    assert all(torch_allclose(live_lora[k], warm_lora[k]) for k in live_lora)
+    assert any(float(v.abs().sum()) > 0 for k, v in live_lora.items() if "lora_B" in k)  # a real check, not zeros
+
+
+def test_a_warm_start_from_another_recipe_is_refused(tiny_cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from models.config import TrainConfig
+    from models.train import train
+
+    data = tmp_path / "tiny.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in tiny_rows()))
+    base = dict(fields=["queue"], max_steps=1, batch_size=8, max_tokens=16)
+    train(data, tmp_path / "two", TrainConfig(**base, lora_layers=2), tiny_cfg, log_fn=lambda *_: None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="layer"):
+        train(data, tmp_path / "one", TrainConfig(**base, lora_layers=1, init_adapter=str(tmp_path / "two")),  # type: ignore[arg-type]
+              tiny_cfg, log_fn=lambda *_: None)  # fmt: skip

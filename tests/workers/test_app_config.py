@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.queue import DELIVER_QUEUE, DELIVER_TASK, QUEUES, SWEEP_TASK, TRIAGE_EVENT_TASK, TRIAGE_QUEUE
+from service.queue import (
+    DELIVER_QUEUE,
+    DELIVER_TASK,
+    LEARN_QUEUE,
+    QUEUES,
+    RETRAIN_TASK,
+    SWEEP_TASK,
+    TRIAGE_EVENT_TASK,
+    TRIAGE_QUEUE,
+)
 from service.settings import Settings
 from workers.app import WorkerRuntime, make_worker_app
 
@@ -42,6 +51,15 @@ def test_late_acks_json_only_and_queue_routing() -> None:
     assert app.tasks[TRIAGE_EVENT_TASK].reject_on_worker_lost and app.tasks[DELIVER_TASK].reject_on_worker_lost
     sweep = conf.beat_schedule["itsm-sweep"]
     assert sweep["task"] == SWEEP_TASK and sweep["schedule"] == Settings().worker.sweep_interval_s
+
+
+def test_a_retrain_is_acknowledged_on_receipt() -> None:
+    """A retrain outlasts the visibility timeout: acked late, Redis would hand it to a second worker mid-run."""
+    app = make_worker_app(_redis_settings())
+    retrain = app.tasks[RETRAIN_TASK]
+    assert not retrain.acks_late
+    assert retrain.time_limit > app.conf.broker_transport_options["visibility_timeout"]
+    assert app.conf.task_routes[RETRAIN_TASK]["queue"] == LEARN_QUEUE
 
 
 def test_building_the_app_loads_no_model() -> None:

@@ -75,7 +75,7 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Settings groups (nested BaseModels): their fields become ITSM_<GROUP>__<FIELD>; any other map is a
      dict-valued setting (policy) and goes whole as JSON. */}}
 {{- define "itsm-triage.settingsGroups" -}}
-jira servicenow model api worker review log kb privacy
+jira servicenow model api worker review log kb privacy learning
 {{- end }}
 
 {{/* Flatten a values tree (config or secrets) into ITSM_* variables, as YAML; nulls and empty strings
@@ -214,4 +214,26 @@ livenessProbe:
 {{- if .Values.config.api.migrate_on_start }}
 {{- fail "config.api.migrate_on_start must stay false in the chart: the pre-install/pre-upgrade Job migrates, and replicas racing Alembic would not" }}
 {{- end }}
+{{- with .Values.config.learning.schedule }}
+{{- if ne (len (regexSplit "\\s+" (trim .) -1)) 5 }}
+{{- fail (printf "config.learning.schedule %q is not a crontab: five fields, minute hour day-of-month month day-of-week (UTC), e.g. \"0 3 * * 6\"" .) }}
+{{- end }}
+{{- if eq (include "itsm-triage.learnPoolEnabled" $) "" }}
+{{- fail "config.learning.schedule is set but learnWorker.enabled is false: nothing would consume the `learn` queue, so every scheduled retrain would expire unrun. Set learnWorker.enabled to true (or null: follow the schedule), or unset config.learning.schedule" }}
+{{- end }}
+{{- if not $.Values.sweeper.enabled }}
+{{- fail "config.learning.schedule needs sweeper.enabled: the sweeper's Celery beat is what enqueues the scheduled retrains" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the retrain pool (learnWorker) runs: "true" or empty. learnWorker.enabled true or false decides; null
+     (the default) follows config.learning.schedule, so a schedule brings its consumer along. */}}
+{{- define "itsm-triage.learnPoolEnabled" -}}
+{{- $enabled := .Values.learnWorker.enabled -}}
+{{- if kindIs "bool" $enabled -}}
+{{- if $enabled }}true{{ end -}}
+{{- else if .Values.config.learning.schedule -}}
+true
+{{- end -}}
 {{- end }}

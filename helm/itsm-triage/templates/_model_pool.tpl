@@ -1,12 +1,17 @@
-{{/* The two model-worker pools share one shape of values and one template: the triage pool (`modelWorker`,
-     component model-worker: labels and the internal note) and the draft pool (`draftWorker`, component
-     draft-worker: reply suggestions). Both load the model. Call each define with
-     (dict "ctx" $ "key" "modelWorker" "component" "model-worker"). */}}
+{{/* The model-worker pools share one shape of values and one template: the triage pool (`modelWorker`,
+     component model-worker: labels and the internal note), the draft pool (`draftWorker`, component
+     draft-worker: reply suggestions) and the retrain pool (`learnWorker`, component learn-worker: scheduled
+     retrains). All load the model. Call each define with
+     (dict "ctx" $ "key" "modelWorker" "component" "model-worker"), plus "concurrency" to fix the worker processes
+     (the retrain pool: 1) instead of one per GPU. `hpa` and `podDisruptionBudget` are optional (the retrain pool
+     has neither). */}}
 
 {{/* The Celery queues a pool consumes, comma-separated: the draft queue goes to the draft pool while it is on,
      otherwise the triage pool serves it too. */}}
 {{- define "itsm-triage.poolQueues" -}}
-{{- if eq .key "draftWorker" -}}
+{{- if eq .key "learnWorker" -}}
+learn
+{{- else if eq .key "draftWorker" -}}
 draft
 {{- else if .ctx.Values.draftWorker.enabled -}}
 triage
@@ -21,7 +26,7 @@ triage,draft
 {{- $ := .ctx -}}
 {{- $lists := list -}}
 {{- range splitList "," (include "itsm-triage.poolQueues" .) -}}
-{{- $owner := ternary "draftWorker" "modelWorker" (eq . "draft") -}}
+{{- $owner := get (dict "triage" "modelWorker" "draft" "draftWorker" "learn" "learnWorker") . -}}
 {{- $lists = append $lists (index $.Values $owner).keda.listName -}}
 {{- end -}}
 {{- join "," $lists -}}
@@ -33,7 +38,8 @@ triage,draft
 {{- $key := .key -}}
 {{- $component := .component -}}
 {{- $mw := index $.Values $key -}}
-{{- if and $mw.keda.enabled $mw.hpa.enabled }}
+{{- $hpa := dig "hpa" "enabled" false $mw -}}
+{{- if and $mw.keda.enabled $hpa }}
 {{- fail (printf "%s.keda.enabled and %s.hpa.enabled are mutually exclusive: KEDA creates its own HPA" $key $key) }}
 {{- end }}
 {{- if and $mw.modelCache.enabled (not $mw.modelCache.existingClaim) }}
@@ -48,8 +54,8 @@ triage,draft
 {{- $tolerations := $mw.tolerations }}
 {{- $resources := deepCopy $mw.resources }}
 {{- if $mw.gpu.enabled }}
-{{- /* One worker process per GPU (the lead's contract for the model queues). */}}
-{{- $env = append $env (dict "name" "ITSM_WORKER__CONCURRENCY" "value" ($mw.gpu.count | int | toString)) }}
+{{- /* One worker process per GPU (the lead's contract for the model queues), unless the caller fixes it. */}}
+{{- $env = append $env (dict "name" "ITSM_WORKER__CONCURRENCY" "value" (.concurrency | default $mw.gpu.count | int | toString)) }}
 {{- $nodeSelector = merge (deepCopy $mw.nodeSelector) $mw.gpu.nodeSelector }}
 {{- $tolerations = concat $mw.tolerations $mw.gpu.tolerations }}
 {{- $limits := merge (dict $mw.gpu.resourceName ($mw.gpu.count | int)) ($resources.limits | default dict) }}
@@ -57,7 +63,7 @@ triage,draft
 {{- $_ := set $resources "limits" $limits }}
 {{- $_ := set $resources "requests" $requests }}
 {{- else }}
-{{- $env = append $env (dict "name" "ITSM_WORKER__CONCURRENCY" "value" ($mw.cpuConcurrency | int | toString)) }}
+{{- $env = append $env (dict "name" "ITSM_WORKER__CONCURRENCY" "value" (.concurrency | default $mw.cpuConcurrency | int | toString)) }}
 {{- $env = append $env (dict "name" "ITSM_MODEL__DEVICE" "value" "cpu") }}
 {{- end }}
 {{- $mounts := list }}
@@ -73,11 +79,11 @@ triage,draft
       "env" $env "resources" $resources "mounts" $mounts "volumes" $volumes
       "nodeSelector" $nodeSelector "tolerations" $tolerations "affinity" $mw.affinity
       "podAnnotations" $mw.podAnnotations }}
-{{- if not (or $mw.keda.enabled $mw.hpa.enabled) }}
+{{- if not (or $mw.keda.enabled $hpa) }}
 {{- $_ := set $args "replicas" $mw.replicas }}
 {{- end }}
 {{ include "itsm-triage.workerDeployment" $args }}
-{{- if $mw.podDisruptionBudget.enabled }}
+{{- if dig "podDisruptionBudget" "enabled" false $mw }}
 ---
 {{ include "itsm-triage.pdb" (dict "ctx" $ "component" $component "maxUnavailable" $mw.podDisruptionBudget.maxUnavailable) }}
 {{- end }}
@@ -137,7 +143,7 @@ spec:
         name: {{ include "itsm-triage.componentName" $c }}
       {{- end }}
     {{- end }}
-{{- else if $mw.hpa.enabled }}
+{{- else if dig "hpa" "enabled" false $mw }}
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata:
