@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 from celery import Celery, bootsteps
-from celery.signals import beat_embedded_init, worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown
 from sqlalchemy.engine import Engine
 
 from service.db import make_engine
@@ -208,26 +208,8 @@ def make_worker_app(settings: Settings) -> Celery:
 
     # weak=False: the closures would otherwise be garbage-collected and never fire.
     worker_process_init.connect(_init, weak=False)
-    beat_embedded_init.connect(_beat_init, weak=False)
     worker_process_shutdown.connect(_shutdown, weak=False)
     return app
-
-
-# The embedded beat's process inherits the parent's pooled SQLite broker connections, and celery closes every
-# inherited file descriptor when it starts. Kept here, those connection objects are never used and never freed:
-# freeing one closes its old descriptor number, which by then belongs to a connection the beat opened itself.
-_INHERITED_BROKER_ENGINES: list[Any] = []
-
-
-def _beat_init(**_: Any) -> None:
-    """In the embedded beat's process: broker engines of its own (its publishes on the SQLite broker failed with
-    'channel disconnected' when start-up timing let it inherit the parent's)."""
-    try:
-        from kombu.transport.sqlalchemy import Channel
-    except ImportError:  # kombu without its SQLAlchemy transport: nothing inherited
-        return
-    _INHERITED_BROKER_ENGINES.extend(Channel._engines.values())
-    Channel._engines.clear()
 
 
 def run_worker(settings: Settings, *, queues: list[str], concurrency: int, beat: bool) -> None:
@@ -256,11 +238,22 @@ def run_worker(settings: Settings, *, queues: list[str], concurrency: int, beat:
         "--without-gossip",
         "--without-mingle",
     ]
+    beat_proc = None
     if beat:
         settings.var_dir.mkdir(parents=True, exist_ok=True)
-        argv += ["--beat", f"--schedule={settings.var_dir / 'celerybeat-schedule'}"]
-    log.info("worker_starting", queues=queues, concurrency=concurrency, beat=beat)
-    app.worker_main(argv)
+        schedule = settings.var_dir / "celerybeat-schedule"
+        if settings.broker_url.startswith("sqla+"):
+            from workers import beat as beat_process  # the embedded beat's publishes fail there (workers/beat.py)
+
+            beat_proc = beat_process.start(schedule)
+        else:
+            argv += ["--beat", f"--schedule={schedule}"]
+    log.info("worker_starting", queues=queues, concurrency=concurrency, beat=beat, own_beat_process=bool(beat_proc))
+    try:
+        app.worker_main(argv)
+    finally:
+        if beat_proc is not None:
+            beat_process.stop(beat_proc)
 
 
 def _tune_sqlite_broker(broker_url: str) -> None:
