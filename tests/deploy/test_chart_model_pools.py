@@ -132,7 +132,8 @@ def test_each_keda_scaled_object_watches_its_own_list() -> None:
         {"draftWorker": {"keda": {"listLength": 4, "minReplicas": 0, "maxReplicas": 2, "activationListLength": 2}}},
     )
     rendered = render(values)
-    expected = {"model-worker": ("triage", "32", 1, 8, "1"), "draft-worker": ("draft", "4", 0, 2, "2")}
+    # the default activation length 0: KEDA wakes a pool scaled to zero when the list is longer than it
+    expected = {"model-worker": ("triage", "32", 1, 8, "0"), "draft-worker": ("draft", "4", 0, 2, "2")}
     for component, (list_name, length, low, high, activation) in expected.items():
         scaled = rendered.one("ScaledObject", component)
         deployment = rendered.one("Deployment", component)
