@@ -436,6 +436,19 @@ class Triager:
             out[i] = Suggested(reply.text, reply.source, languages[i], flags, per_ticket, reply.grounds)
         return out
 
+    def needs_llm(self, tickets: Sequence[TicketInput]) -> list[bool]:
+        """Whether each ticket's suggestion will be an LLM draft (generate mode, or no past reply close enough), not
+        a past reply: the draft stage stores the past replies first, so a slow draft never holds them back."""
+        prepared = [self.prepare(t) for t in tickets]
+        live = ["empty" not in p[2] for p in prepared]
+        if self.cfg.reply_mode == "generate" or self.memory is None:
+            return live
+        texts = [p[0] for p in prepared]
+        matches = self.memory.nearest(
+            texts, [lang.detect(tx) for tx in texts], min_similarity=self.cfg.reply_min_similarity
+        )
+        return [ok and m is None for ok, m in zip(live, matches, strict=True)]
+
     def predict(self, tickets: Sequence[TicketInput], draft_replies: bool = True) -> list[Prediction]:
         """`classify`, and with `draft_replies` the `suggest` of every ticket merged in (one call, offline use)."""
         preds = self.classify(tickets)

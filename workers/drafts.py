@@ -215,17 +215,38 @@ def _run_batch(ctx: DraftContext, ids: list[int], report: DraftReport) -> None:
                 ctx.learn(triager)  # replies agents sent a minute ago are suggestions now
             except Exception as exc:  # noqa: BLE001  the next poll retries; drafting goes on with what it has
                 log.warning("memory_sync_failed", error=f"{type(exc).__name__}: {exc}")
-        started = time.perf_counter()
-        results = triager.draft(inputs, evidence)
-        if len(results) != len(inputs):
-            raise RuntimeError(f"model returned {len(results)} drafts for {len(inputs)} tickets")
+        groups = _fast_first(triager, inputs)
     except Exception as exc:  # noqa: BLE001  any model failure: retry later, never lose the draft
         _fail(ctx, [i.triage_id for i in items], exc, report)
         return
-    elapsed = time.perf_counter() - started
-    metrics().draft_batch_latency.observe(elapsed)
-    log.info("drafts_made", size=len(items), model_s=round(elapsed, 3))
-    _store(ctx, items, results, report)
+    # past replies are stored before the LLM drafts of the same batch are made: one ticket without a similar past
+    # reply must not hold the others' suggestions for the seconds its draft takes on a CPU
+    for group in groups:
+        batch = [items[k] for k in group]
+        try:
+            started = time.perf_counter()
+            results = triager.draft([inputs[k] for k in group], [evidence[k] for k in group])
+            if len(results) != len(group):
+                raise RuntimeError(f"model returned {len(results)} drafts for {len(group)} tickets")
+        except Exception as exc:  # noqa: BLE001  any model failure: retry later, never lose the draft
+            _fail(ctx, [i.triage_id for i in batch], exc, report)
+            continue
+        elapsed = time.perf_counter() - started
+        metrics().draft_batch_latency.observe(elapsed)
+        log.info("drafts_made", size=len(batch), model_s=round(elapsed, 3))
+        _store(ctx, batch, results, report)
+
+
+def _fast_first(triager: object, inputs: list[CanonicalTicket]) -> list[list[int]]:
+    """The batch's positions in drafting order: past replies (fast) first, then LLM drafts, when the model can
+    tell them apart (`needs_generation`); else one group."""
+    needs = getattr(triager, "needs_generation", None)
+    if needs is None or len(inputs) < 2:
+        return [list(range(len(inputs)))]
+    slow = list(needs(inputs))
+    fast = [k for k, s in enumerate(slow) if not s]
+    rest = [k for k, s in enumerate(slow) if s]
+    return [g for g in (fast, rest) if g]
 
 
 def _load(engine: Engine, ids: list[int]) -> tuple[list[_Item], list[int]]:

@@ -75,6 +75,12 @@ class ModelTriager:
             )
         return out
 
+    def needs_generation(self, tickets: Sequence[CanonicalTicket]) -> list[bool]:
+        """Which tickets' suggestions are LLM drafts (slow) rather than past replies (workers/drafts.py)."""
+        if not self._draft_replies:
+            return [False] * len(tickets)
+        return self._triager.needs_llm(_inputs(tickets))
+
     def warm_up(self) -> float:
         """Compile the drafting shapes now (static drafting on a GPU), not on the first request; seconds taken."""
         drafter = getattr(self._triager, "drafter", None)

@@ -129,6 +129,22 @@ def test_without_a_similar_past_ticket_or_in_generate_mode_the_llm_drafts(triage
     assert q.reply_source == "model" and "reply_from_history" not in q.flags and q.reply
 
 
+def test_needs_llm_says_which_suggestions_will_be_drafts_before_drafting(triager) -> None:  # type: ignore[no-untyped-def]
+    """What the draft stage orders a batch by: a known ticket is a past reply, an unmatched one an LLM draft, an empty
+    one nothing; in generate mode every non-empty ticket is a draft. The same answers `suggest` then gives."""
+    row = next(r for r in triager.memory.rows if r.get("language") == "en" and r.get("reply") and len(r["text"]) > 200)
+    subject, _, body = row["text"].removeprefix("Subject: ").partition("\n\n")
+    known = TicketInput("known", subject, body)
+    ru = TicketInput("ru", "Не работает почта", "С утра не могу отправить письма из Outlook, выдаёт ошибку сервера.")
+    empty = TicketInput("empty", "", "")
+    assert triager.needs_llm([known, ru, empty]) == [False, True, False]
+    sources = [s.source for s in triager.suggest([known, ru])]
+    assert sources[0].startswith("history:") and sources[1] == "model"
+    gen = copy.copy(triager)
+    gen.cfg = dataclasses.replace(triager.cfg, reply_mode="generate")
+    assert gen.needs_llm([known, ru, empty]) == [True, True, False]
+
+
 def test_character_ngrams_choose_between_candidates_the_word_index_cannot_tell_apart() -> None:
     """German compounds and inflections: "Netzwerkdruckers" is no word of either past ticket, so their word cosines
     tie exactly (the word index alone would answer with the first row, the switch); the character n-grams it shares

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 
 from sqlalchemy import update
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from service.db import session_scope
+from service.domain.schemas import CanonicalTicket, DraftResult
 from service.domain.tables import Delivery, DraftStatus, Suggestion, Ticket, Triage, utcnow
 from service.queue import DELIVER_TASK, DRAFT_TASK
 from service.settings import Settings
@@ -74,6 +76,48 @@ def test_pending_drafts_are_drafted_together_and_each_once(
     with Session(engine) as s:
         assert sorted(x.triage_id for x in s.exec(select(Suggestion))) == sorted(ids)
         assert len(s.exec(select(Delivery)).all()) == 3  # the three label notes; drafts write no note
+
+
+class _PastRepliesFirst(FakeTriager):
+    """A model whose tickets marked "needs an LLM draft" take 2 s to draft and the rest (past replies) none."""
+
+    def needs_generation(self, tickets: Sequence[CanonicalTicket]) -> list[bool]:
+        return ["needs an LLM draft" in t.body for t in tickets]
+
+    def draft(
+        self, tickets: Sequence[CanonicalTicket], evidence: Sequence[str | None] | None = None
+    ) -> list[DraftResult]:
+        self.draft_latency_ms = 2000 if any(self.needs_generation(tickets)) else 0
+        return super().draft(tickets, evidence)
+
+
+def test_past_replies_are_stored_before_the_llm_drafts_of_their_batch(
+    engine: Engine, settings: Settings, pipeline_ctx: PipelineContext, recorder: Recorder
+) -> None:
+    """One ticket of a drafting batch needs a slow LLM draft: the past replies of the others are stored while it is
+    being drafted, not after; each suggestion once."""
+    settings.model.batch_size = 1
+    settings.model.draft_batch_size = 8
+    model = _PastRepliesFirst()
+    ctx = DraftContext(engine, settings, lambda: model, recorder)
+    slow = _labelled(pipeline_ctx, engine, body="a ticket that needs an LLM draft")
+    fast = [_labelled(pipeline_ctx, engine, body=f"a ticket with a past reply {i}") for i in range(3)]
+    drafting = threading.Thread(target=draft_triage, args=(ctx, slow))
+    drafting.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(
+            _triage(engine, t).draft_status == DraftStatus.ready for t in fast
+        ):
+            time.sleep(0.02)
+        assert all(_triage(engine, t).draft_status == DraftStatus.ready for t in fast)
+        assert _triage(engine, slow).draft_status == DraftStatus.drafting and drafting.is_alive()
+    finally:
+        drafting.join(30)
+    assert _triage(engine, slow).draft_status == DraftStatus.ready
+    assert model.draft_batches == [3, 1]  # one batch claimed, drafted in two calls: past replies, then the draft
+    with Session(engine) as s:
+        assert sorted(x.triage_id for x in s.exec(select(Suggestion))) == sorted([slow, *fast])
 
 
 def test_a_failing_draft_is_retried_with_backoff_then_marked_failed(
