@@ -149,15 +149,24 @@ def train(
         json.dumps([model_version, str(base_dtype), split_at, tcfg.max_tokens, tr_texts]).encode()
     ).hexdigest()[:16]
     cache = Path(mcfg.cache_dir) / "features" / f"{key}.pt"
+    took = cache.with_suffix(".json")  # how long computing them took: the time plan needs it on a cache hit too
     if cache.exists():
         h_tr, m_tr = torch.load(cache)
+        try:
+            feat_s = float(json.loads(took.read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):  # a cache from before the sidecar: time a sample
+            feat_s = _time_features(lm, ctok, tr_texts, split_at, device, autocast)
+        log_fn(
+            f"layer-{split_at} features of {len(tr_texts)} tickets from the cache (computing them takes ~{feat_s:.0f}s)"
+        )
     else:
         with lm.disable_adapter():
             h_tr, m_tr = features_at(lm, ctok, tr_texts, split_at, 32, device, autocast)
+        feat_s = time.time() - t_feat
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save((h_tr, m_tr), cache)
-    feat_s = time.time() - t_feat
-    log_fn(f"layer-{split_at} features of {len(tr_texts)} tickets in {feat_s:.0f}s")
+        took.write_text(json.dumps({"seconds": round(feat_s, 1)}))
+        log_fn(f"layer-{split_at} features of {len(tr_texts)} tickets in {feat_s:.0f}s")
 
     heads = Heads(lm.config.hidden_size, sets).to(device)
     if tcfg.init_adapter:
@@ -178,6 +187,10 @@ def train(
     # down (shared CPUs) ends training on time with a finished schedule instead of being cut mid-way
     val_est = feat_s * len(va_texts) / max(1, len(tr_texts)) * n_layers / max(1, split_at) + 60
     val_est += LexicalModel.fit_seconds(len(full_train_t))
+    # the work after training (validation forward passes, partner, memory, calibration) took 1.1-1.4x this
+    # estimate in three 12-minute retrains on a shared 2-core machine (bench/learning_loop.py), taking them past
+    # their budget: plan with a margin
+    val_est *= 1.5
     t_train = time.time()
     window = max(1.0, budget_s * 0.97 - val_est - (t_train - t0))
     max_steps = planned
@@ -364,6 +377,19 @@ def _use_checkpointing(tcfg: TrainConfig, device: str, lora_layers: int, hidden:
     if tcfg.gradient_checkpointing is not None:
         return tcfg.gradient_checkpointing
     return device.startswith("cuda") and (lora_layers > 8 or hidden >= 2048)
+
+
+def _time_features(lm: Any, ctok: Any, texts: Sequence[str], split_at: int, device: str, autocast: bool) -> float:
+    """Seconds computing the frozen features of all `texts` would take, from a timed sample of 32."""
+    from models.classifier import features_at
+
+    sample = list(texts[:32])
+    if not sample:
+        return 0.0
+    t0 = time.time()
+    with lm.disable_adapter():
+        features_at(lm, ctok, sample, split_at, 32, device, autocast)
+    return (time.time() - t0) * len(texts) / len(sample)
 
 
 def _probe_step(model: Any, ds: _Features, n: int, device: str) -> None:

@@ -220,3 +220,28 @@ def test_a_warm_start_from_another_recipe_is_refused(tiny_cfg, tmp_path: Path) -
     with pytest.raises(ValueError, match="layer"):
         train(data, tmp_path / "one", TrainConfig(**base, lora_layers=1, init_adapter=str(tmp_path / "two")),  # type: ignore[arg-type]
               tiny_cfg, log_fn=lambda *_: None)  # fmt: skip
+
+
+def test_cached_features_keep_the_time_they_took_for_the_time_plan(tiny_cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A cache hit must not make the plan think the validation pass is free (a retrain overran its budget so)."""
+    import dataclasses
+
+    from models.config import TrainConfig
+    from models.train import train
+
+    data = tmp_path / "tiny.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in tiny_rows()))
+    cfg = dataclasses.replace(tiny_cfg, cache_dir=tmp_path / "cache")
+    tcfg = TrainConfig(fields=["queue"], max_steps=1, batch_size=8, max_tokens=16, lora_layers=2)
+    first: list[str] = []
+    train(data, tmp_path / "a", tcfg, cfg, log_fn=lambda line: first.append(str(line)))
+    sidecars = list((tmp_path / "cache" / "features").glob("*.json"))
+    assert len(sidecars) == 1 and json.loads(sidecars[0].read_text())["seconds"] >= 0
+    sidecars[0].write_text(json.dumps({"seconds": 123.0}))
+    second: list[str] = []
+    train(data, tmp_path / "b", tcfg, cfg, log_fn=lambda line: second.append(str(line)))
+    assert any("from the cache (computing them takes ~123s)" in line for line in second), second
+    sidecars[0].unlink()  # a cache from before the sidecar: a timed sample stands in
+    third: list[str] = []
+    train(data, tmp_path / "c", tcfg, cfg, log_fn=lambda line: third.append(str(line)))
+    assert any("from the cache (computing them takes ~" in line for line in third), third
