@@ -41,6 +41,11 @@ class TrainingSet:
     remembered: list[dict[str, Any]]  # reviewed rows in `train`: the live adapter's memory sync has them too
     erased: list[str]
     stats: dict[str, Any] = field(default_factory=dict)
+    # history rows with a held-out ticket's text (a re-filing): kept out of the candidate's training, so the gate
+    # takes them out of the live adapter's memory too; else the live one answers those tickets from their twins
+    # (votes at similarity 1, the very reply) and the comparison favours it (bench/learning_loop.py: reply chrF
+    # 41.9 vs 34.4, 6 of 40 held-out replies copied from twins)
+    held_twins: list[str] = field(default_factory=list)
 
 
 def history_rows(adapter_dir: Path, fields: list[str]) -> list[dict[str, Any]]:
@@ -110,6 +115,8 @@ def build(
     texts = {_norm(r) for _, r in reviewed}
     kept = [r for r in history if r["id"] not in erased and r["id"] not in taught and r["id"] not in held_ids]
     kept_unique = [r for r in kept if _norm(r) not in texts]
+    held_texts = {_norm(r) for _, r in held}
+    held_twins = [r["id"] for r in kept if _norm(r) in held_texts]
     train = kept_unique + [{**r, WEIGHT: review_weight} for _, r in learn]
     known = {f: {r.get(f) for r in history if r.get(f)} for f in fields}
     new_labels = {
@@ -132,7 +139,12 @@ def build(
         "memory_since": _iso(held[0][0] if held else (learn[-1][0] if learn else _EPOCH)),
     }
     return TrainingSet(
-        train=train, holdout=[r for _, r in held], remembered=[r for _, r in learn], erased=sorted(erased), stats=stats
+        train=train,
+        holdout=[r for _, r in held],
+        remembered=[r for _, r in learn],
+        erased=sorted(erased),
+        stats={**stats, "held_twins": len(held_twins)},
+        held_twins=held_twins,
     )
 
 

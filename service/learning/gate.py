@@ -109,7 +109,7 @@ def run(
             write_jsonl(data.holdout, workdir / "holdout.jsonl"),
             mcfg,
             remembered=write_jsonl(data.remembered, workdir / "remembered.jsonl") if data.remembered else None,
-            forget=data.erased,
+            forget=[*data.erased, *data.held_twins],
             confidence=field_confidence(cfg.gate_confidence, len(fields)),
             reply_sample=cfg.gate_reply_sample,
             names=names,

@@ -48,6 +48,7 @@ def test_history_and_reviews_with_the_newest_reviews_held_out(engine: Engine, tm
     assert held == ["jira:ITSD-9", "jira:ITSD-10", "jira:ITSD-11", "jira:ITSD-99"]  # a third, the newest, in order
     ids = [r["id"] for r in data.train]
     assert "h2" not in ids and {"h1", "h3"} <= set(ids)  # the re-filed history row gave way (it is held out too)
+    assert data.held_twins == ["h2"]  # ... and the gate takes it out of the live adapter's memory as well
     assert not set(held) & set(ids)
     reviewed = {r["id"]: r for r in data.train if r["id"].startswith("jira:")}
     assert len(reviewed) == 9 and all(r[dataset.WEIGHT] == 3 for r in reviewed.values())
