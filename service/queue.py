@@ -82,7 +82,38 @@ def make_celery(settings: Settings, *, name: str = "itsm") -> Celery:
 
 def enqueue(app: Celery, task_name: str, *args: Any, countdown: float | None = None, producer: Any = None) -> None:
     """Publish a task by name onto its queue (ids only, never objects); pass a producer to reuse its connection."""
-    app.send_task(task_name, args=list(args), queue=TASK_QUEUES[task_name], countdown=countdown, producer=producer)
+    send = lambda: app.send_task(  # noqa: E731
+        task_name, args=list(args), queue=TASK_QUEUES[task_name], countdown=countdown, producer=producer
+    )
+    try:
+        send()
+    except Exception:
+        if producer is not None or not str(app.conf.broker_url or "").startswith("sqla+"):
+            raise
+        # kombu's SQLAlchemy transport can leave a pooled channel closed after a failed publish (its connection is
+        # None: "'NoneType' object has no attribute 'client'", then "channel disconnected" on every later publish
+        # through that pool; CI's browser test lost an approval's delivery to it): fresh connections, once more
+        log.info("broker_pool_reset", task=task_name)
+        _fresh_pools(app)
+        send()
+
+
+def _fresh_pools(app: Celery) -> None:
+    """Drop the app's connection and producer pools and kombu's cached SQLAlchemy engines (rebuilt on next use)."""
+    pool = app.__dict__.get("_pool")
+    if pool is not None:
+        try:
+            pool.force_close_all()
+        except Exception as exc:  # noqa: BLE001  a broken connection may fail to close; it is dropped either way
+            log.info("broker_pool_close_failed", error=f"{type(exc).__name__}: {exc}")
+    app._pool = None
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
+    from kombu import pools
+
+    pools.reset()  # the producer pools kombu keeps per connection, process-wide: else the closed one comes back
+    _forget_sqla_engines()
 
 
 def declare_queues(app: Celery, attempts: int = 5) -> bool:

@@ -183,3 +183,25 @@ def test_the_worker_parent_imports_no_lxml_or_torch_before_forking() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_publish_through_a_closed_pooled_channel_is_retried_on_fresh_connections(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """kombu's SQLAlchemy transport left a pooled channel closed after a failed publish, and every later publish
+    through the pool failed ('channel disconnected'); enqueue starts from fresh connections and the message lands."""
+    from service.queue import declare_queues, enqueue, make_celery
+
+    settings = Settings(broker_url=f"sqla+sqlite:///{tmp_path / 'broker.db'}", database_url="sqlite://")
+    app = make_celery(settings)
+    declare_queues(app)
+    enqueue(app, DELIVER_TASK, 1)  # the pool now holds a producer with an open channel
+    with app.producer_pool.acquire(block=True) as producer:
+        producer.channel.close()  # what a failed publish left behind
+    with app.producer_pool.acquire(block=True) as producer:
+        broken = producer.channel.connection is None
+    assert broken  # the pool hands the closed channel out again: without the reset, the next publish fails
+    enqueue(app, DELIVER_TASK, 2)
+    with app.connection_for_read() as conn:
+        queue = conn.SimpleQueue(DELIVER_QUEUE)
+        bodies = [queue.get(timeout=5).payload for _ in range(2)]
+        queue.close()
+    assert [b[0] for b in bodies] == [[1], [2]]
