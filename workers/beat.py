@@ -9,12 +9,11 @@ what the parent had imported and opened before forking. A beat started as a fres
 
 from __future__ import annotations
 
-import ctypes
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from service.child_process import preexec
 from service.logging import configure_logging
 from service.settings import Settings
 
@@ -23,7 +22,7 @@ def start(schedule: Path) -> subprocess.Popen[bytes]:
     """The beat process for this worker; it gets SIGTERM when the worker dies (Linux), so it never outlives it."""
     return subprocess.Popen(
         [sys.executable, "-m", "workers.beat", str(schedule)],
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        preexec_fn=preexec(),
     )
 
 
@@ -36,11 +35,6 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _die_with_parent() -> None:
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import time
 
 import click
 
+from service.child_process import preexec
 from service.devsecrets import ensure_dev_secrets
 from service.queue import QUEUES
 from service.settings import Settings
@@ -125,7 +126,8 @@ def run(settings: Settings, host: str, port: int) -> None:
         subprocess.Popen(
             [sys.executable, "-m", "service.cli", "worker", "--queues", *args],
             env={**env, **extra},
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            # the worker gets SIGTERM when `run` exits, even when uvicorn re-raises SIGTERM past our `finally`
+            preexec_fn=preexec(),
         )
         for args, extra in groups
     ]
@@ -140,14 +142,6 @@ def run(settings: Settings, host: str, port: int) -> None:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-def _die_with_parent() -> None:
-    """Linux: the worker gets SIGTERM when `run` exits, even when uvicorn re-raises SIGTERM past our `finally`."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _fresh_metrics_dir(given: str | None) -> str:
