@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,86 @@ def load_rows(path: str | Path, fields: Sequence[str]) -> list[Ticket]:
     return tickets
 
 
+@dataclass
+class Scored:
+    """One adapter's answers on the held-out tickets, as it would serve: per field its label set, calibrated
+    probabilities and LLM head alone; its suggested replies on the reply sample; what it took."""
+
+    name: str
+    labels: dict[str, list[str]]
+    probs: dict[str, np.ndarray]
+    llm: dict[str, np.ndarray]
+    replies: list[str] | None
+    remembered: int
+    seconds: float
+
+
+def reply_sample(tickets: Sequence[Ticket], sample: int, seed: int) -> list[int]:
+    """The held-out tickets whose suggested replies are scored: up to `sample` of those with a sent reply."""
+    with_ref = [i for i, t in enumerate(tickets) if t.reply]
+    if sample <= 0 or not with_ref:
+        return []
+    return sorted(np.random.default_rng(seed).choice(with_ref, min(sample, len(with_ref)), replace=False).tolist())
+
+
+def score(tri: Any, tickets: Sequence[Ticket], pick: Sequence[int], name: str, started: float) -> Scored:
+    """A loaded Triager's answers on `tickets` (suggested replies on the tickets at `pick`)."""
+    from models.inference import TicketInput
+
+    inputs = [TicketInput(t.id, t.subject, t.body) for t in tickets]
+    comps = tri.classify_components([tri.prepare(t)[0] for t in inputs])
+    replies = [s.reply or "" for s in tri.suggest([inputs[i] for i in pick])] if pick else None
+    return Scored(
+        name,
+        {f: list(tri.fields[f]) for f in comps},
+        {f: c.probs() for f, c in comps.items()},
+        {f: c.llm_calibrated() for f, c in comps.items()},
+        replies,
+        len(tri.memory) if tri.memory is not None else 0,
+        time.monotonic() - started,
+    )
+
+
+def _load_live(
+    live: str | Path, mcfg: ModelConfig, remembered: str | Path | None, forget: Sequence[str]
+) -> tuple[Any, list[str]]:
+    """The live adapter as the workers serve it: the reviewed tickets in `remembered` added to its ticket memory
+    (what the workers' memory sync gave it) and the erased ids in `forget` removed."""
+    from models.inference import TicketInput, Triager
+
+    live_t = Triager.load(ModelConfig(**{**mcfg.__dict__, "adapter": str(live)}))
+    fields = list(live_t.fields)
+    if forget:
+        live_t.forget(list(forget))
+    if remembered:
+        known = load_rows(remembered, fields)
+        live_t.remember(
+            [TicketInput(t.id, t.subject, t.body) for t in known], [t.labels for t in known], [t.reply for t in known]
+        )
+    return live_t, fields
+
+
+def score_live(
+    live: str | Path,
+    holdout: str | Path,
+    mcfg: ModelConfig,
+    *,
+    remembered: str | Path | None = None,
+    forget: Sequence[str] = (),
+    reply_sample_size: int = 50,
+    seed: int = 1,
+    name: str | None = None,
+) -> Scored:
+    """The live adapter's side of a comparison on its own, before a candidate exists: a retrain scores it first,
+    so the time the candidate's side will take is measured rather than guessed when the training budget is set
+    (the live adapter's answers do not depend on the candidate)."""
+    t0 = time.monotonic()
+    live_t, fields = _load_live(live, mcfg, remembered, forget)
+    tickets = load_rows(holdout, fields)
+    pick = reply_sample(tickets, reply_sample_size, seed)
+    return score(live_t, tickets, pick, name or str(live_t.adapter_version), t0)
+
+
 def compare(
     candidate: str | Path,
     live: str | Path,
@@ -41,53 +122,80 @@ def compare(
     n_boot: int = 2000,
     seed: int = 1,
     names: tuple[str, str] | None = None,
+    live_scored: Scored | None = None,
     log_fn: Any = print,
 ) -> dict[str, Any]:
     """Both adapters on the held-out tickets. The live adapter serves with the reviewed tickets in `remembered`
-    added to its ticket memory (what the workers' memory sync gave it) and the erased ids in `forget` removed; the
-    candidate as trained (those reviews are its training data). `names` = (candidate, live) for the report."""
-    from models.inference import TicketInput, Triager
+    added to its ticket memory and the erased ids in `forget` removed (or comes as `live_scored`, scored earlier
+    with the same tickets, memory and reply sample); the candidate as trained (those reviews are its training
+    data). `names` = (candidate, live) for the report."""
+    from models.inference import Triager
 
-    t0 = time.time()
-    live_t = Triager.load(ModelConfig(**{**mcfg.__dict__, "adapter": str(live)}))
+    t0 = time.monotonic()
     cand_cfg = ModelConfig(**{**mcfg.__dict__, "adapter": str(candidate)})
-    try:
-        cand_t = Triager.load_sharing(live_t, cand_cfg, "candidate")
-    except adapter_io.AdapterError:  # trained on another base: load that one too
-        cand_t = Triager.load(cand_cfg)
-    fields = sorted(set(live_t.fields) | set(cand_t.fields))
-    if forget:
-        live_t.forget(list(forget))
-    if remembered:
-        known = load_rows(remembered, fields)
-        live_t.remember(
-            [TicketInput(t.id, t.subject, t.body) for t in known], [t.labels for t in known], [t.reply for t in known]
-        )
+    if live_scored is None:
+        live_t, live_fields = _load_live(live, mcfg, remembered, forget)
+        try:
+            cand_t = Triager.load_sharing(live_t, cand_cfg, "candidate")
+        except adapter_io.AdapterError:  # trained on another base: load that one too
+            cand_t = Triager.load(cand_cfg)
+    else:
+        cand_t, live_fields = Triager.load(cand_cfg), list(live_scored.labels)
+    fields = sorted(set(live_fields) | set(cand_t.fields))
     tickets = load_rows(holdout, fields)
-    inputs = [TicketInput(t.id, t.subject, t.body) for t in tickets]
-    texts = [live_t.prepare(t)[0] for t in inputs]
-    comps_l, comps_c = live_t.classify_components(texts), cand_t.classify_components(texts)
+    pick = _sample_for(tickets, reply_sample, seed, live_scored)
+    if live_scored is None:
+        live_scored = score(live_t, tickets, pick, names[1] if names else str(live_t.adapter_version), t0)
+    cand = score(cand_t, tickets, pick, names[0] if names else str(cand_t.adapter_version), time.monotonic())
+    out = report(cand, live_scored, tickets, pick, confidence=confidence, n_boot=n_boot, seed=seed)
+    out["seconds"] = round(live_scored.seconds + cand.seconds, 1)
+    _print(out, log_fn)
+    cand_t.unload()
+    return out
+
+
+def _sample_for(tickets: Sequence[Ticket], sample: int, seed: int, live_scored: Scored | None) -> list[int]:
+    """The reply sample; the one the live side was scored on when it came scored (same tickets, same seed)."""
+    pick = reply_sample(tickets, sample, seed)
+    if live_scored is not None and len(live_scored.replies or []) != len(pick):
+        raise ValueError("live_scored was scored on another reply sample: score both sides with the same settings")
+    return pick
+
+
+def report(
+    cand: Scored,
+    live: Scored,
+    tickets: Sequence[Ticket],
+    pick: Sequence[int],
+    *,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 1,
+) -> dict[str, Any]:
+    """The comparison of two scored adapters on the same tickets: per field and for the replies."""
     out: dict[str, Any] = {
         "n": len(tickets),
         "confidence": confidence,
         "resamples": n_boot,
-        "live_adapter": names[1] if names else live_t.adapter_version,
-        "candidate_adapter": names[0] if names else cand_t.adapter_version,
-        "live_remembered": len(live_t.memory) if live_t.memory is not None else 0,
+        "live_adapter": live.name,
+        "candidate_adapter": cand.name,
+        "live_remembered": live.remembered,
+        "seconds_live": round(live.seconds, 1),
+        "seconds_candidate": round(cand.seconds, 1),
         "fields": {},
     }
-    for f in fields:
-        if f not in comps_l or f not in comps_c:
+    for f in sorted(set(live.labels) | set(cand.labels)):
+        if f not in live.probs or f not in cand.probs:
             continue
         keep = [i for i, t in enumerate(tickets) if t.labels.get(f)]
         if not keep:
             continue
         truth = [tickets[i].labels[f] for i in keep]
-        union = sorted(set(live_t.fields[f]) | set(cand_t.fields[f]) | set(truth))
-        p_c = _columns(comps_c[f].probs()[keep], cand_t.fields[f], union)
-        p_l = _columns(comps_l[f].probs()[keep], live_t.fields[f], union)
-        llm_c = _columns(comps_c[f].llm_calibrated()[keep], cand_t.fields[f], union)
-        llm_l = _columns(comps_l[f].llm_calibrated()[keep], live_t.fields[f], union)
+        union = sorted(set(live.labels[f]) | set(cand.labels[f]) | set(truth))
+        p_c = _columns(cand.probs[f][keep], cand.labels[f], union)
+        p_l = _columns(live.probs[f][keep], live.labels[f], union)
+        llm_c = _columns(cand.llm[f][keep], cand.labels[f], union)
+        llm_l = _columns(live.llm[f][keep], live.labels[f], union)
         y = np.array([union.index(v) for v in truth])
         # macro-F1 over the labels that occur: in the tickets or in either adapter's answers (dropping the others
         # changes no argmax and no top probability)
@@ -95,7 +203,7 @@ def compare(
         remap = {c: i for i, c in enumerate(used)}
         yr = np.array([remap[c] for c in y])
         pc, pl = _renorm(p_c[:, used]), _renorm(p_l[:, used])
-        new_labels = [lab for lab in cand_t.fields[f] if lab not in live_t.fields[f]]
+        new_labels = [lab for lab in cand.labels[f] if lab not in live.labels[f]]
         out["fields"][f] = {
             "n": len(keep),
             "labels": [union[c] for c in used],
@@ -106,14 +214,12 @@ def compare(
             **_paired(pc, pl, yr, confidence, n_boot, seed),
             "bootstrap_95": bootstrap_margin(pc, pl, yr, n_boot=n_boot, seed=seed),
             "new_labels": {lab: _recall(lab, truth, union, p_c, llm_c) for lab in new_labels},
-            "unknown_to_live": sorted({v for v in truth if v not in live_t.fields[f]}),
-            "unknown_to_candidate": sorted({v for v in truth if v not in cand_t.fields[f]}),
+            "unknown_to_live": sorted({v for v in truth if v not in live.labels[f]}),
+            "unknown_to_candidate": sorted({v for v in truth if v not in cand.labels[f]}),
         }
-    if reply_sample > 0:
-        out["replies"] = _replies(live_t, cand_t, tickets, inputs, reply_sample, confidence, n_boot, seed)
-    out["seconds"] = round(time.time() - t0, 1)
-    _print(out, log_fn)
-    cand_t.unload()
+    if pick and cand.replies is not None and live.replies is not None:
+        out["replies"] = _replies(cand.replies, live.replies, [tickets[i].reply or "" for i in pick], confidence,
+                                  n_boot, seed)  # fmt: skip
     return out
 
 
@@ -176,30 +282,17 @@ def _recall(label: str, truth: Sequence[str], union: Sequence[str], p: np.ndarra
 
 
 def _replies(
-    live_t: Any,
-    cand_t: Any,
-    tickets: Sequence[Ticket],
-    inputs: Sequence[Any],
-    sample: int,
-    confidence: float,
-    n_boot: int,
-    seed: int,
+    cand: Sequence[str], live: Sequence[str], refs: Sequence[str], confidence: float, n_boot: int, seed: int
 ) -> dict[str, Any]:
-    """chrF of each adapter's suggested reply against the reply an agent sent, on up to `sample` held-out tickets."""
-    with_ref = [i for i, t in enumerate(tickets) if t.reply]
-    if not with_ref:
-        return {"n": 0}
-    pick = sorted(np.random.default_rng(seed).choice(with_ref, min(sample, len(with_ref)), replace=False).tolist())
-    refs = [tickets[i].reply or "" for i in pick]
-    chosen = [inputs[i] for i in pick]
-    scores = {}
-    for name, tri in (("live", live_t), ("candidate", cand_t)):
-        suggested = tri.suggest(chosen)
-        scores[name] = np.array([chrf(s.reply or "", r) for s, r in zip(suggested, refs, strict=True)])
+    """chrF of each adapter's suggested reply against the reply an agent sent, with the paired bootstrap."""
+    scores = {
+        name: np.array([chrf(s, r) for s, r in zip(suggested, refs, strict=True)])
+        for name, suggested in (("live", live), ("candidate", cand))
+    }
     diff = scores["candidate"] - scores["live"]
     boot = diff[np.random.default_rng(seed).integers(0, len(diff), (n_boot, len(diff)))].mean(1)
     return {
-        "n": len(pick),
+        "n": len(refs),
         "candidate_chrf": float(scores["candidate"].mean()),
         "live_chrf": float(scores["live"].mean()),
         "chrf_margin": float(diff.mean()),

@@ -86,6 +86,37 @@ def decide(report: dict[str, Any], cfg: LearningSettings) -> Verdict:
     return Verdict(bool(better) and not blocked, findings)
 
 
+def _inputs(data: TrainingSet, workdir: Path) -> dict[str, Any]:
+    """The held-out tickets and the live adapter's memory as files compare reads (both sides use the same)."""
+    return {
+        "holdout": write_jsonl(data.holdout, workdir / "holdout.jsonl"),
+        "remembered": write_jsonl(data.remembered, workdir / "remembered.jsonl") if data.remembered else None,
+        "forget": [*data.erased, *data.held_twins],
+    }
+
+
+def score_live(
+    cfg: LearningSettings, mcfg: Any, *, live_dir: Path, data: TrainingSet, workdir: Path, name: str
+) -> Any | None:
+    """The live adapter's side of the gate, before training (models/compare.py's score_live): its cost is what the
+    candidate's side will cost, so the retrain keeps that much of its budget. None when the gate will not compare
+    (too few held-out tickets)."""
+    if len(data.holdout) < cfg.gate_min_holdout:
+        return None
+    from models.compare import score_live as score  # the model stack: CLI and worker processes only
+
+    io = _inputs(data, workdir)
+    return score(
+        live_dir,
+        io["holdout"],
+        mcfg,
+        remembered=io["remembered"],
+        forget=io["forget"],
+        reply_sample_size=cfg.gate_reply_sample,
+        name=name,
+    )
+
+
 def run(
     cfg: LearningSettings,
     mcfg: Any,
@@ -95,24 +126,28 @@ def run(
     data: TrainingSet,
     workdir: Path,
     names: tuple[str, str] | None = None,
+    live_scored: Any | None = None,
     log_fn: Any = print,
 ) -> tuple[Verdict, dict[str, Any]]:
-    """Compare the candidate with the live adapter on the held-out rows and decide."""
+    """Compare the candidate with the live adapter on the held-out rows and decide (the live side comes as
+    `live_scored` when score_live ran before training)."""
     fields = {f for r in data.holdout for f in r if f not in ("id", "subject", "body", "reply")}
     report: dict[str, Any] = {"n": len(data.holdout), "fields": {}}
     if len(data.holdout) >= cfg.gate_min_holdout:
         from models.compare import compare  # the model stack: CLI and worker processes only
 
+        io = _inputs(data, workdir)
         report = compare(
             candidate_dir,
             live_dir,
-            write_jsonl(data.holdout, workdir / "holdout.jsonl"),
+            io["holdout"],
             mcfg,
-            remembered=write_jsonl(data.remembered, workdir / "remembered.jsonl") if data.remembered else None,
-            forget=[*data.erased, *data.held_twins],
+            remembered=io["remembered"],
+            forget=io["forget"],
             confidence=field_confidence(cfg.gate_confidence, len(fields)),
             reply_sample=cfg.gate_reply_sample,
             names=names,
+            live_scored=live_scored,
             log_fn=log_fn,
         )
     verdict = decide(report, cfg)

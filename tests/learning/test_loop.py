@@ -81,6 +81,7 @@ def test_corrections_become_a_better_adapter_and_corrupted_ones_never_go_live(
         print("\n".join(outcome.verdict.findings))
         assert outcome.stats["new_labels"] == {"queue": [NEW]}
         assert outcome.stats["holdout"] == 20 and outcome.stats["reviewed"] == 40
+        assert {"gate_live", "train", "gate_candidate", "total", "budget"} <= set(outcome.seconds)
         assert outcome.verdict.passed, outcome.verdict.reason
         queue = outcome.candidate and _report(engine, outcome.candidate.version)["fields"]["queue"]
         assert queue["macro_f1_margin_lower"] > 0 and queue["new_labels"][NEW]["n"] == 5
