@@ -69,6 +69,7 @@ class WorkerRuntime:
                 warm_up = getattr(triager, "warm_up", None)
                 if self.warm_drafting and warm_up is not None:
                     log.info("drafting_compiled", seconds=round(float(warm_up()), 1))
+                _touch(READY_FILE)  # the chart's readiness probe: this pod can serve
             except Exception as exc:  # noqa: BLE001  the task retries loading and fails its events visibly
                 log.error("model_load_failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -147,14 +148,22 @@ class WorkerRuntime:
 # The chart's liveness probe fails a worker whose main loop stopped touching this file (helm/README.md).
 HEARTBEAT_FILE = Path(tempfile.gettempdir()) / "itsm-triage-worker.heartbeat"
 HEARTBEAT_INTERVAL_S = 10.0
+# The model pools' readiness probe: a pool process touches it once the model is loaded (and drafting compiled); the
+# worker removes it as it starts, since /tmp (an emptyDir) outlives a container restart.
+READY_FILE = Path(tempfile.gettempdir()) / "itsm-triage-worker.ready"
+
+
+def _touch(path: Path) -> None:
+    """Touch a probe file; a full disk must not kill the worker, only fail its probe."""
+    try:
+        path.touch()
+    except OSError as exc:
+        log.warning("probe_file_failed", path=str(path), error=str(exc))
 
 
 def _touch_heartbeat() -> None:
-    """Mark the consumer loop alive; a full disk must not kill the worker, only fail its probe."""
-    try:
-        HEARTBEAT_FILE.touch()
-    except OSError as exc:
-        log.warning("heartbeat_failed", error=str(exc))
+    """Mark the consumer loop alive."""
+    _touch(HEARTBEAT_FILE)
 
 
 class Heartbeat(bootsteps.StartStopStep):
@@ -225,6 +234,7 @@ def run_worker(settings: Settings, *, queues: list[str], concurrency: int, beat:
     runtime: WorkerRuntime = app.itsm_runtime  # type: ignore[attr-defined]
     runtime.warm_model = TRIAGE_QUEUE in queues or DRAFT_QUEUE in queues
     runtime.warm_drafting = DRAFT_QUEUE in queues
+    READY_FILE.unlink(missing_ok=True)  # not ready until a pool process has the model
     if port:
         serve_metrics(port, make_engine(settings))
         log.info("metrics_serving", port=port)

@@ -267,6 +267,44 @@ def test_worker_liveness_check_fails_on_a_stale_or_missing_heartbeat(tmp_path: P
     assert probe() == 1
 
 
+def test_model_pools_are_ready_only_with_the_model(tmp_path: Path) -> None:
+    """The triage and draft pools have a readiness probe on the ready file (run here: missing fails, present
+    passes); the delivery worker, sweeper and retrain pool serve no traffic a rollout must wait for."""
+    ready = tmp_path / "worker.ready"
+    rendered = render({"workerHealth": {"readyFile": str(ready)}, "config": {"learning": {"schedule": "0 3 * * 6"}}})
+    for component in MODEL_POOLS:
+        (container,) = containers(rendered.one("Deployment", component))
+        command = container["readinessProbe"]["exec"]["command"]
+        assert command[:2] == ["python", "-c"] and str(ready) in command[2]
+    for component in ("delivery-worker", "sweeper", LEARN_POOL):
+        (container,) = containers(rendered.one("Deployment", component))
+        assert "readinessProbe" not in container
+
+    def probe() -> int:
+        return subprocess.run([sys.executable, "-c", command[2]], check=False, timeout=30).returncode
+
+    assert probe() == 1
+    ready.touch()
+    assert probe() == 0
+
+
+def _grace(rendered: Any, component: str) -> int:
+    return int(pod_spec(rendered.one("Deployment", component))["terminationGracePeriodSeconds"])
+
+
+def test_each_pool_has_the_grace_its_task_needs() -> None:
+    """A batch task claims work until half its time limit: its pool's grace covers that and the batch in hand; the
+    retrain pool's covers its time budget; a set value wins."""
+    limits = {"worker": {"task_time_limit_s": 1000, "draft_time_limit_s": 400}, "learning": {"schedule": "0 3 * * 6"}}
+    rendered = render({"config": limits})
+    assert _grace(rendered, "model-worker") == 560 and _grace(rendered, "draft-worker") == 260
+    assert _grace(rendered, LEARN_POOL) == 30 * 60 + 300 and _grace(rendered, "delivery-worker") == 60
+    folded = render({"config": limits, "draftWorker": {"enabled": False}})
+    assert _grace(folded, "model-worker") == 560  # serving both queues: the longer
+    fixed = render({"config": limits, "modelWorker": {"terminationGracePeriodSeconds": 90}})
+    assert _grace(fixed, "model-worker") == 90 and _grace(fixed, "draft-worker") == 260
+
+
 @pytest.mark.parametrize("value_set", SETS)
 def test_network_policies_limit_worker_egress(value_set: str) -> None:
     """Every pod is selected by a NetworkPolicy; workers reach only DNS, the database, the broker and (not the

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -205,3 +207,49 @@ def test_a_publish_through_a_closed_pooled_channel_is_retried_on_fresh_connectio
         bodies = [queue.get(timeout=5).payload for _ in range(2)]
         queue.close()
     assert [b[0] for b in bodies] == [[1], [2]]
+
+
+def test_a_model_pool_is_ready_only_once_its_process_has_the_model(tmp_path) -> None:
+    """The chart's readiness probe reads the ready file: a triage worker removes a stale one as it starts and a pool
+    process writes it after loading the model; a delivery worker never claims it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    ready, heartbeat = scratch / "itsm-triage-worker.ready", scratch / "itsm-triage-worker.heartbeat"
+    env = {
+        **os.environ,
+        "TMPDIR": str(scratch),  # tempfile.gettempdir(): where the worker's probe files go
+        "ITSM_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+        "ITSM_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
+        "ITSM_MODEL__BACKEND": "fake",
+    }
+    subprocess.run([sys.executable, "-m", "service.cli", "db", "upgrade"], env=env, check=True, capture_output=True)
+
+    def start(queue: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--queues", queue], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def wait_for(check: Any) -> bool:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not check():
+            time.sleep(0.3)
+        return bool(check())
+
+    ready.write_text("left by the previous container")  # /tmp outlives a container restart in the pod
+    proc = start("deliver")
+    try:
+        assert wait_for(heartbeat.exists)
+        assert not ready.exists()  # removed as the worker started; nothing here loads a model
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    proc = start("triage")
+    try:
+        assert wait_for(lambda: ready.exists() and ready.stat().st_size == 0)  # written anew by the pool process
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -185,17 +185,37 @@ exec:
     - {{ printf "import os, sys, time; p = %s; sys.exit(0 if os.path.exists(p) and time.time() - os.stat(p).st_mtime < %d else 1)" (.Values.workerHealth.heartbeatFile | squote) (int .Values.workerHealth.maxAgeSeconds) | quote }}
 {{- end }}
 
+{{/* Ready once a pool process has loaded the model (workers/app.py touches the file after loading, and the
+     worker removes it as it starts): a rolling update keeps the old pods until the new ones can serve. */}}
+{{- define "itsm-triage.workerReadyCheck" -}}
+exec:
+  command:
+    - python
+    - -c
+    - {{ printf "import os, sys; sys.exit(0 if os.path.exists(%s) else 1)" (.Values.workerHealth.readyFile | squote) | quote }}
+{{- end }}
+
+{{/* Call with (dict "ctx" $ "ready" bool): startup and liveness on the heartbeat, readiness on the model (model
+     pools only). */}}
 {{- define "itsm-triage.workerProbes" -}}
+{{- $ := .ctx -}}
 startupProbe:
-  {{- include "itsm-triage.workerHeartbeatCheck" . | nindent 2 }}
-  periodSeconds: {{ .Values.workerHealth.startup.periodSeconds }}
-  failureThreshold: {{ .Values.workerHealth.startup.failureThreshold }}
-  timeoutSeconds: {{ .Values.workerHealth.liveness.timeoutSeconds }}
+  {{- include "itsm-triage.workerHeartbeatCheck" $ | nindent 2 }}
+  periodSeconds: {{ $.Values.workerHealth.startup.periodSeconds }}
+  failureThreshold: {{ $.Values.workerHealth.startup.failureThreshold }}
+  timeoutSeconds: {{ $.Values.workerHealth.liveness.timeoutSeconds }}
 livenessProbe:
-  {{- include "itsm-triage.workerHeartbeatCheck" . | nindent 2 }}
-  periodSeconds: {{ .Values.workerHealth.liveness.periodSeconds }}
-  failureThreshold: {{ .Values.workerHealth.liveness.failureThreshold }}
-  timeoutSeconds: {{ .Values.workerHealth.liveness.timeoutSeconds }}
+  {{- include "itsm-triage.workerHeartbeatCheck" $ | nindent 2 }}
+  periodSeconds: {{ $.Values.workerHealth.liveness.periodSeconds }}
+  failureThreshold: {{ $.Values.workerHealth.liveness.failureThreshold }}
+  timeoutSeconds: {{ $.Values.workerHealth.liveness.timeoutSeconds }}
+{{- if .ready }}
+readinessProbe:
+  {{- include "itsm-triage.workerReadyCheck" $ | nindent 2 }}
+  periodSeconds: {{ $.Values.workerHealth.readiness.periodSeconds }}
+  failureThreshold: {{ $.Values.workerHealth.readiness.failureThreshold }}
+  timeoutSeconds: {{ $.Values.workerHealth.liveness.timeoutSeconds }}
+{{- end }}
 {{- end }}
 
 {{/* Refuse values that would deploy a broken service. */}}

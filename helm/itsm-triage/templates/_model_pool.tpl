@@ -73,8 +73,18 @@ triage,draft
 {{- $mounts = append $mounts (dict "name" "model-cache" "mountPath" $mw.modelCache.mountPath "readOnly" true) }}
 {{- $volumes = append $volumes (dict "name" "model-cache" "persistentVolumeClaim" (dict "claimName" $mw.modelCache.existingClaim "readOnly" true)) }}
 {{- end }}
+{{- /* Grace after SIGTERM: enough for the task the pool runs (values.yaml: terminationGracePeriodSeconds). */}}
+{{- $grace := 60 }}
+{{- range splitList "," (include "itsm-triage.poolQueues" .) }}
+{{- $need := 60 }}
+{{- if eq . "triage" }}{{ $need = add 60 (div (int $.Values.config.worker.task_time_limit_s) 2) }}{{ end }}
+{{- if eq . "draft" }}{{ $need = add 60 (div (int $.Values.config.worker.draft_time_limit_s) 2) }}{{ end }}
+{{- if eq . "learn" }}{{ $need = add 300 (mulf $.Values.config.learning.time_budget_min 60 | int) }}{{ end }}
+{{- $grace = max $grace $need }}
+{{- end }}
+{{- if not (kindIs "invalid" $mw.terminationGracePeriodSeconds) }}{{ $grace = $mw.terminationGracePeriodSeconds }}{{ end }}
 {{- $args := dict
-      "ctx" $ "component" $component "image" "worker"
+      "ctx" $ "component" $component "image" "worker" "grace" $grace "ready" (ne $key "learnWorker")
       "args" (list "worker" "--queues" (include "itsm-triage.poolQueues" .))
       "env" $env "resources" $resources "mounts" $mounts "volumes" $volumes
       "nodeSelector" $nodeSelector "tolerations" $tolerations "affinity" $mw.affinity

@@ -1,6 +1,7 @@
 {{/* One Celery worker Deployment. Call with a dict:
      ctx, component, image ("api" | "worker"), args, replicas (omitted when an autoscaler owns them),
-     env (list), nodeSelector, tolerations, affinity, podAnnotations, resources, mounts, volumes, strategy. */}}
+     env (list), nodeSelector, tolerations, affinity, podAnnotations, resources, mounts, volumes, strategy,
+     grace (terminationGracePeriodSeconds; 60 when omitted), ready (true: a readiness probe on the model being loaded). */}}
 {{- define "itsm-triage.workerDeployment" -}}
 {{- $ := .ctx -}}
 {{- $c := dict "ctx" $ "component" .component -}}
@@ -32,8 +33,9 @@ spec:
         {{- end }}
     spec:
       {{- include "itsm-triage.podSpecCommon" $ | nindent 6 }}
-      # Celery finishes (acks_late) or hands back its current task on SIGTERM; give a batch time to end.
-      terminationGracePeriodSeconds: 60
+      # On SIGTERM Celery stops taking tasks and finishes the ones it runs (acks_late: one killed first is redone,
+      # but its work is lost): the grace lets a batch that has just started end.
+      terminationGracePeriodSeconds: {{ .grace | default 60 | int }}
       containers:
         - name: {{ .component }}
           image: {{ include "itsm-triage.image" (dict "ctx" $ "which" .image) }}
@@ -53,7 +55,7 @@ spec:
             {{- with .env }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
-          {{- include "itsm-triage.workerProbes" $ | nindent 10 }}
+          {{- include "itsm-triage.workerProbes" (dict "ctx" $ "ready" .ready) | nindent 10 }}
           securityContext:
             {{- toYaml $.Values.containerSecurityContext | nindent 12 }}
           resources:
