@@ -58,10 +58,7 @@ class TopModel(nn.Module):
         self, hidden: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None, **_: Any
     ) -> dict[str, Any]:
         with autocast_ctx(self.device_name, self.autocast):
-            h = run_layers(
-                self.lm, hidden.to(self._dtype()), attention_mask, self.split, self.n_layers, True, self.checkpoint
-            )
-            logits = self.heads(pool(h, attention_mask))
+            logits = self.heads(self.pooled(hidden, attention_mask))
         out: dict[str, Any] = {"logits": torch.cat([logits[f] for f in self.heads.order], dim=-1)}
         if labels is not None:
             loss = sum(
@@ -70,6 +67,13 @@ class TopModel(nn.Module):
             )
             out["loss"] = loss
         return out
+
+    def pooled(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Cached hidden states -> top layers (LoRA) -> the pooled vector the heads read."""
+        h = run_layers(
+            self.lm, hidden.to(self._dtype()), attention_mask, self.split, self.n_layers, True, self.checkpoint
+        )
+        return pool(h, attention_mask)
 
     def _dtype(self) -> torch.dtype:
         return next(self.lm.parameters()).dtype

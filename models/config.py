@@ -80,5 +80,8 @@ class TrainConfig:
     # it knew; new labels start fresh) instead of from scratch: a retrain within a short budget then refines what
     # the live adapter learnt rather than relearning it (service/learning/retrain.py). None = from scratch.
     init_adapter: str | None = None
+    # with init_adapter: a new label's head row starts from its tickets' pooled features (models/imprint.py)
+    # rather than a random row far behind the warm ones
+    imprint_new_labels: bool = True
     # impact x urgency -> priority (ServiceNow style); used only when those columns are present
     priority_matrix: dict[str, dict[str, str]] | None = None

@@ -31,6 +31,7 @@ from models.calibration import (
 )
 from models.config import ModelConfig, TrainConfig
 from models.data import DataError, Ticket, file_hash, label_sets, load_tickets, split
+from models.imprint import imprint
 from models.lexical import LexicalModel
 from models.rows import align, label_matrix, texts_of, training_split
 from models.ticket_memory import FILE as MEMORY_FILE
@@ -144,36 +145,58 @@ def train(
     ctok = ClassifyTokenizer(tok, tcfg.max_tokens)
     tr_texts, va_texts = texts_of(train_t, mcfg.max_input_chars), texts_of(val_t, mcfg.max_input_chars)
 
+    # one frozen pass per distinct text (a reviewed row weighted 3 is three rows of one text)
+    uniq = list(dict.fromkeys(tr_texts))
+    cache = _feature_cache(mcfg, model_version, base_dtype, split_at, tcfg.max_tokens, uniq)
+    if not cache.exists():
+        # the frozen pass costs the same per ticket whatever the budget: on a small budget it could take the whole
+        # window and leave the training a step (a 12-minute retrain on 2 cores: 532 s of features for 3,458
+        # tickets). Keep it to FEATURE_SHARE of what the budget leaves, agents' weighted rows first.
+        per_row = _time_features(lm, ctok, uniq, split_at, device, autocast) / max(1, len(uniq))
+        after = _after_training_s(per_row, len(va_texts), n_layers, split_at, len(full_train_t))
+        left = budget_s * 0.97 - (time.time() - t0) - after
+        fit = max(min(len(uniq), MIN_FIT_TEXTS), int(FEATURE_SHARE * left / max(per_row, 1e-6)))
+        if fit < len(uniq):
+            log_fn(
+                f"the {tcfg.time_budget_min:g}-minute budget leaves time for the features of {fit} of {len(uniq)} "
+                f"distinct training tickets (~{per_row:.2f} s each): the LLM trains on those, weighted rows first"
+            )
+            train_t = _fit_texts(train_t, texts_of(train_t, mcfg.max_input_chars), fit, tcfg.weight_col, tcfg.seed)
+            y_train = label_matrix(train_t, sets)
+            tr_texts = texts_of(train_t, mcfg.max_input_chars)
+            uniq = list(dict.fromkeys(tr_texts))
+            cache = _feature_cache(mcfg, model_version, base_dtype, split_at, tcfg.max_tokens, uniq)
     t_feat = time.time()
-    key = hashlib.sha256(
-        json.dumps([model_version, str(base_dtype), split_at, tcfg.max_tokens, tr_texts]).encode()
-    ).hexdigest()[:16]
-    cache = Path(mcfg.cache_dir) / "features" / f"{key}.pt"
     took = cache.with_suffix(".json")  # how long computing them took: the time plan needs it on a cache hit too
     if cache.exists():
-        h_tr, m_tr = torch.load(cache)
+        h_u, m_u = torch.load(cache)
         try:
             feat_s = float(json.loads(took.read_text())["seconds"])
         except (OSError, ValueError, KeyError, TypeError):  # a cache from before the sidecar: time a sample
-            feat_s = _time_features(lm, ctok, tr_texts, split_at, device, autocast)
-        log_fn(
-            f"layer-{split_at} features of {len(tr_texts)} tickets from the cache (computing them takes ~{feat_s:.0f}s)"
-        )
+            feat_s = _time_features(lm, ctok, uniq, split_at, device, autocast)
+        log_fn(f"layer-{split_at} features of {len(uniq)} tickets from the cache (computing them takes ~{feat_s:.0f}s)")
     else:
         with lm.disable_adapter():
-            h_tr, m_tr = features_at(lm, ctok, tr_texts, split_at, 32, device, autocast)
+            h_u, m_u = features_at(lm, ctok, uniq, split_at, 32, device, autocast)
         feat_s = time.time() - t_feat
         cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save((h_tr, m_tr), cache)
+        torch.save((h_u, m_u), cache)
         took.write_text(json.dumps({"seconds": round(feat_s, 1)}))
-        log_fn(f"layer-{split_at} features of {len(tr_texts)} tickets in {feat_s:.0f}s")
+        log_fn(f"layer-{split_at} features of {len(uniq)} tickets in {feat_s:.0f}s")
+    at = {text: i for i, text in enumerate(uniq)}
+    rows_of = torch.tensor([at[text] for text in tr_texts], dtype=torch.long)
+    h_tr, m_tr = (h_u, m_u) if len(uniq) == len(tr_texts) else (h_u[rows_of], m_u[rows_of])
 
     heads = Heads(lm.config.hidden_size, sets).to(device)
+    fresh: dict[str, list[int]] = {}
     if tcfg.init_adapter:
-        log_fn(warm_start(lm, heads, Path(tcfg.init_adapter), sets, split_at))
+        summary, fresh = warm_start(lm, heads, Path(tcfg.init_adapter), sets, split_at)
+        log_fn(summary)
     checkpoint = _use_checkpointing(tcfg, device, lora_layers, lm.config.hidden_size)
     model = TopModel(lm, heads, split_at, device, autocast, checkpoint=checkpoint)
     ds = _Features(h_tr, m_tr, y_train)
+    if fresh and tcfg.imprint_new_labels:
+        log_fn(imprint(model, ds, fresh, sets, seed=tcfg.seed))
     plan = plan_batch(tcfg.batch_size, lambda n: _probe_step(model, ds, n, device), device)
     if plan.accumulation > 1 or checkpoint:
         log_fn(
@@ -185,12 +208,7 @@ def train(
 
     # the schedule runs on progress = max(steps done / planned, time used / time left): a machine that slows
     # down (shared CPUs) ends training on time with a finished schedule instead of being cut mid-way
-    val_est = feat_s * len(va_texts) / max(1, len(tr_texts)) * n_layers / max(1, split_at) + 60
-    val_est += LexicalModel.fit_seconds(len(full_train_t))
-    # the work after training (validation forward passes, partner, memory, calibration) took 1.1-1.4x this
-    # estimate in three 12-minute retrains on a shared 2-core machine (bench/learning_loop.py), taking them past
-    # their budget: plan with a margin
-    val_est *= 1.5
+    val_est = _after_training_s(feat_s / max(1, len(uniq)), len(va_texts), n_layers, split_at, len(full_train_t))
     t_train = time.time()
     window = max(1.0, budget_s * 0.97 - val_est - (t_train - t0))
     max_steps = planned
@@ -319,6 +337,45 @@ def train(
     return meta
 
 
+# The share of the time left (after the work that follows training) that the frozen feature pass may take; the
+# rest is for the training steps.
+FEATURE_SHARE = 0.5
+MIN_FIT_TEXTS = 64
+
+
+def _feature_cache(
+    mcfg: ModelConfig, version: str, dtype: Any, split_at: int, max_tokens: int, texts: list[str]
+) -> Path:
+    """Where the frozen features of these texts are cached (by model, dtype, split layer, width and the texts)."""
+    key = hashlib.sha256(json.dumps([version, str(dtype), split_at, max_tokens, texts]).encode()).hexdigest()[:16]
+    return Path(mcfg.cache_dir) / "features" / f"{key}.pt"
+
+
+def _after_training_s(per_row_s: float, n_val: int, n_layers: int, split_at: int, n_partner: int) -> float:
+    """Seconds the work after training takes (validation forward passes through every layer, the lexical partner,
+    the memory, calibration), from the frozen pass's seconds per ticket (which runs `split_at` of the layers).
+    It took 1.1-1.4x the plain estimate in three 12-minute retrains on a shared 2-core machine
+    (bench/learning_loop.py), taking them past their budget: planned with a margin."""
+    plain = per_row_s * n_val * n_layers / max(1, split_at) + 60 + LexicalModel.fit_seconds(n_partner)
+    return 1.5 * plain
+
+
+def _fit_texts(
+    tickets: Sequence[Ticket], texts: Sequence[str], n: int, weight_col: str | None, seed: int
+) -> list[Ticket]:
+    """The training rows of `n` distinct texts: those of weighted rows (agents' recent corrections) first, then
+    others at random; a kept text keeps all its rows."""
+    heavy = list(
+        dict.fromkeys(t for row, t in zip(tickets, texts, strict=True) if weight_col and _weight(row, weight_col) > 1)
+    )
+    chosen = set(heavy)
+    light = [t for t in dict.fromkeys(texts) if t not in chosen]
+    rng = np.random.default_rng(seed)
+    pick = heavy[:n] + [light[int(i)] for i in rng.permutation(len(light))[: max(0, n - len(heavy))]]
+    keep = set(pick)
+    return [row for row, t in zip(tickets, texts, strict=True) if t in keep]
+
+
 def weighted_rows(tickets: Sequence[Ticket], col: str, max_rows: int | None, seed: int) -> list[Ticket]:
     """The LLM's training rows when rows carry a weight (an integer column, 1 when absent): a row weighted above 1
     (an agent's recent correction) is always kept and repeated that many times; the others fill up to `max_rows`
@@ -339,9 +396,12 @@ def _weight(t: Ticket, col: str) -> int:
         return 1
 
 
-def warm_start(lm: Any, heads: Any, d: Path, sets: dict[str, list[str]], split_at: int) -> str:
+def warm_start(
+    lm: Any, heads: Any, d: Path, sets: dict[str, list[str]], split_at: int
+) -> tuple[str, dict[str, list[int]]]:
     """Load an earlier adapter into a fresh LoRA model and heads: every LoRA weight, and each head's rows for the
-    labels that adapter knew (a new label's row keeps its fresh initialisation); a summary line."""
+    labels that adapter knew; a summary line and, per field, the rows of the labels it did not know (for
+    models/imprint.py)."""
     import torch
     from peft import set_peft_model_state_dict
     from peft.utils import load_peft_weights
@@ -356,6 +416,7 @@ def warm_start(lm: Any, heads: Any, d: Path, sets: dict[str, list[str]], split_a
         raise ValueError(f"{d}: {len(unexpected)} LoRA weights do not fit this recipe, e.g. {unexpected[0]}")
     old = load_file(str(d / adapter_io.HEADS))
     kept, fresh = 0, []
+    rows: dict[str, list[int]] = {}
     with torch.no_grad():
         for f, labels in sets.items():
             before = {lab: i for i, lab in enumerate(meta["fields"].get(f, []))}
@@ -368,7 +429,9 @@ def warm_start(lm: Any, heads: Any, d: Path, sets: dict[str, list[str]], split_a
                     kept += 1
                 else:
                     fresh.append(f"{f}:{lab}")
-    return f"warm start from {d.name}: LoRA weights and {kept} head rows; new: {', '.join(fresh) or 'none'}"
+                    rows.setdefault(f, []).append(j)
+    summary = f"warm start from {d.name}: LoRA weights and {kept} head rows; new: {', '.join(fresh) or 'none'}"
+    return summary, rows
 
 
 def _use_checkpointing(tcfg: TrainConfig, device: str, lora_layers: int, hidden: int) -> bool:

@@ -324,8 +324,9 @@ class LearningSettings(BaseModel):
     )
     warm_start: bool = Field(
         True,
-        description="A retrain starts from the live adapter's weights (new labels start fresh) instead of from "
-        "scratch: within a short budget it refines what the live adapter learnt rather than relearning it.",
+        description="A retrain starts from the live adapter's weights instead of from scratch (a new label's head row "
+        "is imprinted from its tickets): within a short budget it refines what the live adapter learnt rather than "
+        "relearning it.",
     )
     min_reviewed: int = Field(
         50, ge=1, description="Fewest reviewed tickets (since the live adapter's data) a retrain needs."

@@ -190,6 +190,7 @@ def test_a_warm_start_keeps_what_the_earlier_adapter_learnt_and_adds_new_labels(
     still = TrainConfig(**recipe, lr=0.0, head_lr=0.0, init_adapter=str(tmp_path / "live"))  # type: ignore[arg-type]
     meta = train(second, tmp_path / "warm", still, tiny_cfg, log_fn=lambda line: lines.append(str(line)))
     assert any("warm start" in line and "new: queue:aaa-printing" in line for line in lines), lines
+    assert any(line.startswith("imprinted new label rows: queue:aaa-printing from") for line in lines), lines
 
     live_meta = json.loads((tmp_path / "live" / "triage.json").read_text())
     old, new = live_meta["fields"]["queue"], meta["fields"]["queue"]
@@ -202,7 +203,7 @@ def test_a_warm_start_keeps_what_the_earlier_adapter_learnt_and_adds_new_labels(
         if label in old:
             assert torch_allclose(ww["heads.queue.weight"][j], lw["heads.queue.weight"][old.index(label)]), label
         else:
-            assert ww["heads.queue.weight"][j].abs().sum() > 0  # a fresh, initialised row
+            assert ww["heads.queue.weight"][j].abs().sum() > 0  # a new row, imprinted (tests/models/test_imprint.py)
     live_lora, warm_lora = load_peft_weights(str(tmp_path / "live")), load_peft_weights(str(tmp_path / "warm"))
     assert live_lora.keys() == warm_lora.keys()
     assert all(torch_allclose(live_lora[k], warm_lora[k]) for k in live_lora)
@@ -245,3 +246,33 @@ def test_cached_features_keep_the_time_they_took_for_the_time_plan(tiny_cfg, tmp
     third: list[str] = []
     train(data, tmp_path / "c", tcfg, cfg, log_fn=lambda line: third.append(str(line)))
     assert any("from the cache (computing them takes ~" in line for line in third), third
+
+
+def test_a_small_budget_trains_on_the_tickets_whose_features_fit(tiny_cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The frozen feature pass never takes the whole budget: a budget too small for every ticket's features keeps
+    as many distinct tickets as fit (at least 64), and the run still trains."""
+    from models.config import TrainConfig
+    from models.train import train
+
+    data = tmp_path / "tiny.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in tiny_rows(150)))
+    lines: list[str] = []
+    tcfg = TrainConfig(fields=["queue"], max_steps=1, batch_size=8, max_tokens=16, lora_layers=2, time_budget_min=0.001)
+    meta = train(data, tmp_path / "a", tcfg, tiny_cfg, log_fn=lambda line: lines.append(str(line)))
+    assert any("budget leaves time for the features of 64 of " in line for line in lines), lines
+    assert meta["data"]["llm_train_rows"] == 64 and meta["training"]["steps"] == 1
+
+
+def test_the_tickets_that_fit_are_agents_weighted_ones_first() -> None:
+    from models.data import Ticket
+    from models.train import _fit_texts
+
+    rows = [Ticket(f"t{i}", f"s{i}", "b", {"queue": "q"}, extra={"w": 3 if i % 10 == 0 else 1}) for i in range(100)]
+    rows += rows[:5]  # a text twice keeps both rows
+    texts = [f"{r.subject} {r.body}" for r in rows]
+    kept = _fit_texts(rows, texts, 20, "w", seed=1)
+    kept_texts = {f"{r.subject} {r.body}" for r in kept}
+    assert len(kept_texts) == 20 and {f"s{i} b" for i in range(0, 100, 10)} <= kept_texts
+    assert sum(1 for r in kept if r.id == "t0") == 2
+    assert _fit_texts(rows, texts, 20, "w", seed=1) == kept  # seeded
+    assert len({f"{r.subject} {r.body}" for r in _fit_texts(rows, texts, 20, None, seed=1)}) == 20
