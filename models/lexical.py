@@ -116,10 +116,12 @@ class LexicalModel:
         class_weights: Sequence[str | None] = (None,),
         char: bool = False,
         select_rows: int = SELECT_ROWS,
+        fixed: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> LexicalModel:
         """Per field, the (C, class weighting) with the best validation macro-F1; C=10, unweighted, without
         validation data. Beyond `select_rows` training rows the search runs on a random subset of that size and
-        only the winner is fitted on all rows, so a large history costs one full fit per field, not six."""
+        only the winner is fitted on all rows, so a large history costs one full fit per field, not six. A field in
+        `fixed` ({"C", "class_weight"}, an earlier partner's `settings`) is fitted once with those, no search."""
         from sklearn.metrics import f1_score
 
         if not val_texts:
@@ -131,6 +133,11 @@ class LexicalModel:
         if len(texts) > select_rows:
             rows = np.sort(np.random.default_rng(0).choice(len(texts), select_rows, replace=False))
         for f, ys in labels.items():
+            if fixed and f in fixed:
+                C, cw = float(fixed[f]["C"]), fixed[f].get("class_weight")
+                m.coefs[f], m.intercepts[f], m.classes[f] = cls._fit_field(X, ys, C, cw)
+                m.settings[f] = {"C": C, "class_weight": cw}
+                continue
             keep = [i for i, y in enumerate(val_labels[f]) if y]
             truth = [val_labels[f][i] for i in keep]
             sub = [ys[int(i)] for i in rows]
@@ -149,10 +156,11 @@ class LexicalModel:
         return m
 
     @staticmethod
-    def fit_seconds(rows: int) -> float:
+    def fit_seconds(rows: int, search: bool = True) -> float:
         """Rough wall time of fit_tuned with the partner's search (6 fits per field, word + char), measured on
-        2 CPU cores: ~180 s for 4,483 rows and two fields (20 and 3 classes)."""
-        return 0.04 * min(rows, SELECT_ROWS) + 0.01 * rows
+        2 CPU cores: ~180 s for 4,483 rows and two fields (20 and 3 classes); without the search (`fixed`
+        settings) one fit per field instead of six."""
+        return 0.04 * min(rows, SELECT_ROWS) / (1 if search else 6) + 0.01 * rows
 
     def logprobs(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         X = self.features(texts)

@@ -120,6 +120,15 @@ def train(
             raise ValueError(f"label column {f!r} has a single class in the training split")
     y_train = label_matrix(train_t, sets)
     log_fn(f"train {len(train_t)} / val {len(val_t)} tickets; fields { {f: len(v) for f, v in sets.items()} }")
+    # a warm start keeps the earlier partner's C and class weighting (one fit per field instead of a six-fit
+    # search: ~3 of a 12-minute retrain's minutes on 2 cores went to the search)
+    partner = _partner_settings(Path(tcfg.init_adapter), sets) if tcfg.init_adapter else None
+    # what the work after training took the adapter we start from: a measurement beats the formula
+    before = (
+        (adapter_io.read_meta(Path(tcfg.init_adapter)).get("training") or {}).get("after_training")
+        if tcfg.init_adapter
+        else None
+    )
 
     torch.manual_seed(tcfg.seed)
     # frozen base weights in bf16 where the hardware has fast bf16 (CUDA, AVX512-BF16/AMX CPUs); LoRA + heads fp32
@@ -153,7 +162,7 @@ def train(
         # window and leave the training a step (a 12-minute retrain on 2 cores: 532 s of features for 3,458
         # tickets). Keep it to FEATURE_SHARE of what the budget leaves, agents' weighted rows first.
         per_row = _time_features(lm, ctok, uniq, split_at, device, autocast) / max(1, len(uniq))
-        after = _after_training_s(per_row, len(va_texts), n_layers, split_at, len(full_train_t))
+        after = _after_training_s(per_row, len(va_texts), n_layers, split_at, len(full_train_t), not partner, before)
         left = budget_s * 0.97 - (time.time() - t0) - after
         fit = max(min(len(uniq), MIN_FIT_TEXTS), int(FEATURE_SHARE * left / max(per_row, 1e-6)))
         if fit < len(uniq):
@@ -208,7 +217,9 @@ def train(
 
     # the schedule runs on progress = max(steps done / planned, time used / time left): a machine that slows
     # down (shared CPUs) ends training on time with a finished schedule instead of being cut mid-way
-    val_est = _after_training_s(feat_s / max(1, len(uniq)), len(va_texts), n_layers, split_at, len(full_train_t))
+    val_est = _after_training_s(
+        feat_s / max(1, len(uniq)), len(va_texts), n_layers, split_at, len(full_train_t), not partner, before
+    )
     t_train = time.time()
     window = max(1.0, budget_s * 0.97 - val_est - (t_train - t0))
     max_steps = planned
@@ -278,6 +289,7 @@ def train(
     model.eval()
 
     # validation: LLM head, lexical partner, calibrated ensemble per field
+    t_after = time.time()
     val_logits = logits_for(lm, heads, ctok, va_texts, 32, device, autocast)
     lex, calib, metrics = calibrate(
         val_logits,
@@ -288,6 +300,7 @@ def train(
         sets,
         log_fn,
         votes=tcfg.ticket_memory,
+        lexical_settings=partner,
     )
 
     outd = Path(out)
@@ -297,6 +310,8 @@ def train(
     save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, str(outd / adapter_io.HEADS))
     lex.save(outd)
     memory = save_ticket_memory(outd, [*full_train_t, *val_t] if tcfg.ticket_memory else [], mcfg)
+    after_training = {"seconds": round(time.time() - t_after, 1), "val_rows": len(va_texts),
+             "partner_rows": len(full_train_t), "searched": not partner}  # fmt: skip
     meta = {
         "format": 1,
         "base_model": mcfg.base,
@@ -327,6 +342,7 @@ def train(
             "per_device_batch": plan.per_device,
             "gradient_accumulation": plan.accumulation,
             "gradient_checkpointing": checkpoint,
+            "after_training": after_training,
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(tcfg).items()},
         },
         "validation": metrics,
@@ -351,12 +367,30 @@ def _feature_cache(
     return Path(mcfg.cache_dir) / "features" / f"{key}.pt"
 
 
-def _after_training_s(per_row_s: float, n_val: int, n_layers: int, split_at: int, n_partner: int) -> float:
+def _partner_settings(d: Path, sets: dict[str, list[str]]) -> dict[str, dict[str, Any]] | None:
+    """The earlier adapter's lexical partner settings for the fields trained now (None: it has none)."""
+    known = (adapter_io.read_meta(d).get("lexical") or {}).get("settings") or {}
+    return {f: known[f] for f in sets if f in known} or None
+
+
+def _after_training_s(
+    per_row_s: float,
+    n_val: int,
+    n_layers: int,
+    split_at: int,
+    n_partner: int,
+    search: bool = True,
+    before: dict[str, Any] | None = None,
+) -> float:
     """Seconds the work after training takes (validation forward passes through every layer, the lexical partner,
-    the memory, calibration), from the frozen pass's seconds per ticket (which runs `split_at` of the layers).
-    It took 1.1-1.4x the plain estimate in three 12-minute retrains on a shared 2-core machine
-    (bench/learning_loop.py), taking them past their budget: planned with a margin."""
-    plain = per_row_s * n_val * n_layers / max(1, split_at) + 60 + LexicalModel.fit_seconds(n_partner)
+    the memory, calibration). From what it took the adapter a retrain starts from (`before`, its meta's
+    training.after_training), scaled to these row counts, with a fifth more; else from the frozen pass's seconds
+    per ticket (which runs `split_at` of the layers) and the partner's fit time, with half more: that formula took
+    1.1-1.4x in three 12-minute retrains on a shared 2-core machine (bench/learning_loop.py)."""
+    if before and before.get("searched") == search and before.get("seconds"):
+        scale = max(n_val / max(1, int(before["val_rows"])), n_partner / max(1, int(before["partner_rows"])))
+        return 1.2 * float(before["seconds"]) * max(1.0, scale)
+    plain = per_row_s * n_val * n_layers / max(1, split_at) + 60 + LexicalModel.fit_seconds(n_partner, search)
     return 1.5 * plain
 
 
@@ -518,10 +552,12 @@ def calibrate(
     sets: dict[str, list[str]],
     log_fn: Any = print,
     votes: bool = True,
+    lexical_settings: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[Any, dict[str, dict[str, Any]], dict[str, Any]]:
-    """Fit the lexical partner (word + char n-grams; C and class weighting chosen on validation) and the neighbour
-    votes' agreement maps (validation tickets against a memory of the training rows only), then per field the LLM
-    temperature and the ensemble weights on validation; report validation metrics of each variant."""
+    """Fit the lexical partner (word + char n-grams; C and class weighting chosen on validation, or as in
+    `lexical_settings` per field) and the neighbour votes' agreement maps (validation tickets against a memory of
+    the training rows only), then per field the LLM temperature and the ensemble weights on validation; report
+    validation metrics of each variant."""
 
     y_val = label_matrix(val_t, sets)
     lex = LexicalModel.fit_tuned(
@@ -531,6 +567,7 @@ def calibrate(
         {f: [t.labels.get(f) for t in val_t] for f in sets},
         class_weights=(None, "balanced"),
         char=True,
+        fixed=lexical_settings,
     )
     lex_val = lex.logprobs(va_texts)
     # votes for validation tickets come from the training rows only (replies are not needed for votes)

@@ -146,6 +146,26 @@ def test_fit_tuned_chooses_class_weighting_per_field_on_validation() -> None:
     assert (m.logprobs(va)["q"].argmax(1)[-10:] == m.classes["q"].index("rare")).mean() > 0.5
 
 
+def test_fit_tuned_keeps_fixed_settings_without_searching() -> None:
+    """A warm-started retrain passes the earlier partner's settings: that field is fitted once with them (the
+    validation data would have chosen another C), the others are still searched; the time plan counts one fit."""
+    from models.lexical import LexicalModel
+
+    rng = np.random.default_rng(3)
+    words = ["printer", "vpn", "invoice", "laptop", "password", "refund"]
+    tr = [" ".join(rng.choice(words, 5)) for _ in range(120)]
+    ytr = {"q": [t.split()[0] for t in tr], "p": [["P2", "P3"][len(t) % 2] for t in tr]}
+    va = [" ".join(rng.choice(words, 5)) for _ in range(40)]
+    yva = {"q": [t.split()[0] for t in va], "p": [["P2", "P3"][len(t) % 2] for t in va]}
+    searched = LexicalModel.fit_tuned(tr, ytr, va, yva, Cs=(0.01, 30.0))
+    fixed = {"q": {"C": 0.01 if searched.settings["q"]["C"] == 30.0 else 30.0, "class_weight": "balanced"}}
+    m = LexicalModel.fit_tuned(tr, ytr, va, yva, Cs=(0.01, 30.0), fixed=fixed)
+    assert m.settings["q"] == fixed["q"] and m.settings["p"] == searched.settings["p"]
+    alone = LexicalModel.fit(tr, {"q": ytr["q"]}, C=fixed["q"]["C"], class_weight="balanced")
+    assert np.allclose(m.logprobs(va)["q"], alone.logprobs(va)["q"], atol=1e-5)
+    assert LexicalModel.fit_seconds(5000, search=False) < LexicalModel.fit_seconds(5000) / 2
+
+
 def test_top_label_calibration_fixes_confidence_and_keeps_decisions_and_ranking() -> None:
     """A field over-confident at the top: Platt scaling of the top label lowers ECE on fresh data, never changes
     the chosen label, keeps rows summing to 1 and keeps the most-confident-first order."""

@@ -195,6 +195,10 @@ def test_a_warm_start_keeps_what_the_earlier_adapter_learnt_and_adds_new_labels(
     live_meta = json.loads((tmp_path / "live" / "triage.json").read_text())
     old, new = live_meta["fields"]["queue"], meta["fields"]["queue"]
     assert new[0] == "aaa-printing" and set(new) == {*old, "aaa-printing"}  # the known labels moved down a row
+    assert meta["lexical"]["settings"] == live_meta["lexical"]["settings"]  # the partner kept, not searched again
+    assert (
+        meta["training"]["after_training"]["searched"] is False and live_meta["training"]["after_training"]["searched"]
+    )
     lw, ww = (
         load_file(str(tmp_path / "live" / "heads.safetensors")),
         load_file(str(tmp_path / "warm" / "heads.safetensors")),
@@ -276,3 +280,15 @@ def test_the_tickets_that_fit_are_agents_weighted_ones_first() -> None:
     assert sum(1 for r in kept if r.id == "t0") == 2
     assert _fit_texts(rows, texts, 20, "w", seed=1) == kept  # seeded
     assert len({f"{r.subject} {r.body}" for r in _fit_texts(rows, texts, 20, None, seed=1)}) == 20
+
+
+def test_the_work_after_training_is_planned_from_what_it_took_last_time() -> None:
+    """A retrain plans the validation, partner and memory work from the seconds the adapter it starts from
+    recorded (scaled to the rows), not from the formula, when that adapter did the same kind of partner fit."""
+    from models.train import _after_training_s
+
+    before = {"seconds": 100.0, "val_rows": 500, "partner_rows": 4000, "searched": False}
+    assert _after_training_s(0.1, 500, 30, 26, 4000, False, before) == pytest.approx(120.0)
+    assert _after_training_s(0.1, 500, 30, 26, 8000, False, before) == pytest.approx(240.0)  # twice the partner rows
+    formula = _after_training_s(0.1, 500, 30, 26, 4000, True, None)
+    assert _after_training_s(0.1, 500, 30, 26, 4000, True, before) == formula  # it searched then: not comparable
