@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -189,7 +190,18 @@ def worker(settings: Settings, queues: str, concurrency: int | None, beat: bool)
         raise click.BadParameter(
             f"unknown queue(s) {sorted(unknown)}; use any of {', '.join(QUEUES)}", param_hint="--queues"
         )
-    run_worker(settings, queues=names, concurrency=concurrency or settings.worker.concurrency, beat=beat)
+    code: int = 0
+    try:
+        run_worker(settings, queues=names, concurrency=concurrency or settings.worker.concurrency, beat=beat)
+    except SystemExit as exc:  # Celery ends its worker with sys.exit
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    # Leave without the interpreter's exit handlers: Celery has already stopped its pool, and billiard's pool
+    # finalizer, run again at exit, waits for the task queue's lock, which a pool process killed mid-read (OOM,
+    # SIGKILL) still holds: the worker hung forever after SIGTERM (found as orphans after CI; test_app_config.py).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 @click.command()
