@@ -122,13 +122,10 @@ def train(
     log_fn(f"train {len(train_t)} / val {len(val_t)} tickets; fields { {f: len(v) for f, v in sets.items()} }")
     # a warm start keeps the earlier partner's C and class weighting (one fit per field instead of a six-fit
     # search: ~3 of a 12-minute retrain's minutes on 2 cores went to the search)
-    partner = _partner_settings(Path(tcfg.init_adapter), sets) if tcfg.init_adapter else None
+    init_meta = adapter_io.read_meta(Path(tcfg.init_adapter)) if tcfg.init_adapter else {}
+    partner = _partner_settings(init_meta, sets)
     # what the work after training took the adapter we start from: a measurement beats the formula
-    before = (
-        (adapter_io.read_meta(Path(tcfg.init_adapter)).get("training") or {}).get("after_training")
-        if tcfg.init_adapter
-        else None
-    )
+    before = (init_meta.get("training") or {}).get("after_training")
 
     torch.manual_seed(tcfg.seed)
     # frozen base weights in bf16 where the hardware has fast bf16 (CUDA, AVX512-BF16/AMX CPUs); LoRA + heads fp32
@@ -170,7 +167,7 @@ def train(
                 f"the {tcfg.time_budget_min:g}-minute budget leaves time for the features of {fit} of {len(uniq)} "
                 f"distinct training tickets (~{per_row:.2f} s each): the LLM trains on those, weighted rows first"
             )
-            train_t = _fit_texts(train_t, texts_of(train_t, mcfg.max_input_chars), fit, tcfg.weight_col, tcfg.seed)
+            train_t = _fit_texts(train_t, tr_texts, fit, tcfg.weight_col, tcfg.seed)
             y_train = label_matrix(train_t, sets)
             tr_texts = texts_of(train_t, mcfg.max_input_chars)
             uniq = list(dict.fromkeys(tr_texts))
@@ -367,9 +364,10 @@ def _feature_cache(
     return Path(mcfg.cache_dir) / "features" / f"{key}.pt"
 
 
-def _partner_settings(d: Path, sets: dict[str, list[str]]) -> dict[str, dict[str, Any]] | None:
-    """The earlier adapter's lexical partner settings for the fields trained now (None: it has none)."""
-    known = (adapter_io.read_meta(d).get("lexical") or {}).get("settings") or {}
+def _partner_settings(meta: dict[str, Any], sets: dict[str, list[str]]) -> dict[str, dict[str, Any]] | None:
+    """An earlier adapter's (its triage.json `meta`) lexical partner settings for the fields trained now (None:
+    it has none, or there is no earlier adapter)."""
+    known = (meta.get("lexical") or {}).get("settings") or {}
     return {f: known[f] for f in sets if f in known} or None
 
 

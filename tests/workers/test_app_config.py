@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,36 +77,42 @@ def test_building_the_app_loads_no_model() -> None:
     assert runtime._triager is None and runtime._engine is None
 
 
-def test_worker_heartbeat_file_is_touched_by_the_running_worker(tmp_path, monkeypatch) -> None:
-    """The chart's liveness probe reads this file: a running worker must keep it fresh."""
-    import os
-    import subprocess
-    import sys
-    import time
-
-    from workers.app import HEARTBEAT_FILE
-
-    before = HEARTBEAT_FILE.stat().st_mtime if HEARTBEAT_FILE.exists() else 0.0
+def _worker_env(tmp_path: Path, scratch: Path | None = None) -> dict[str, str]:
+    """Environment for a real `itsm-triage worker` on SQLite, the embedded broker and the fake model, its database
+    migrated; with `scratch`, tempfile.gettempdir() (where the probe files go) points there."""
     env = {
         **os.environ,
         "ITSM_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
         "ITSM_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
         "ITSM_MODEL__BACKEND": "fake",
+        **({"TMPDIR": str(scratch)} if scratch else {}),
     }
     subprocess.run([sys.executable, "-m", "service.cli", "db", "upgrade"], env=env, check=True, capture_output=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "worker", "--queues", "deliver"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return env
+
+
+def _start_worker(env: dict[str, str], *args: str, **popen: Any) -> subprocess.Popen[bytes]:
+    """`itsm-triage worker ARGS` in a process of its own, output discarded."""
+    return subprocess.Popen([sys.executable, "-m", "service.cli", "worker", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)  # fmt: skip
+
+
+def _wait_for(check: Any, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not check():
+        time.sleep(0.3)
+    return bool(check())
+
+
+def test_worker_heartbeat_file_is_touched_by_the_running_worker(tmp_path, monkeypatch) -> None:
+    """The chart's liveness probe reads this file: a running worker must keep it fresh."""
+    from workers.app import HEARTBEAT_FILE
+
+    before = HEARTBEAT_FILE.stat().st_mtime if HEARTBEAT_FILE.exists() else 0.0
+    proc = _start_worker(_worker_env(tmp_path), "--queues", "deliver")
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if HEARTBEAT_FILE.exists() and HEARTBEAT_FILE.stat().st_mtime > before:
-                break
-            time.sleep(0.5)
-        assert HEARTBEAT_FILE.exists() and HEARTBEAT_FILE.stat().st_mtime > before
+        fresh = _wait_for(lambda: HEARTBEAT_FILE.exists() and HEARTBEAT_FILE.stat().st_mtime > before)
+        assert fresh and HEARTBEAT_FILE.exists() and HEARTBEAT_FILE.stat().st_mtime > before
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -212,44 +224,22 @@ def test_a_publish_through_a_closed_pooled_channel_is_retried_on_fresh_connectio
 def test_a_model_pool_is_ready_only_once_its_process_has_the_model(tmp_path) -> None:
     """The chart's readiness probe reads the ready file: a triage worker removes a stale one as it starts and a pool
     process writes it after loading the model; a delivery worker never claims it."""
-    import os
-    import subprocess
-    import sys
-    import time
-
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     ready, heartbeat = scratch / "itsm-triage-worker.ready", scratch / "itsm-triage-worker.heartbeat"
-    env = {
-        **os.environ,
-        "TMPDIR": str(scratch),  # tempfile.gettempdir(): where the worker's probe files go
-        "ITSM_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
-        "ITSM_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
-        "ITSM_MODEL__BACKEND": "fake",
-    }
-    subprocess.run([sys.executable, "-m", "service.cli", "db", "upgrade"], env=env, check=True, capture_output=True)
-
-    def start(queue: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--queues", queue], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-
-    def wait_for(check: Any) -> bool:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not check():
-            time.sleep(0.3)
-        return bool(check())
+    env = _worker_env(tmp_path, scratch)
 
     ready.write_text("left by the previous container")  # /tmp outlives a container restart in the pod
-    proc = start("deliver")
+    proc = _start_worker(env, "--queues", "deliver")
     try:
-        assert wait_for(heartbeat.exists)
+        assert _wait_for(heartbeat.exists)
         assert not ready.exists()  # removed as the worker started; nothing here loads a model
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    proc = start("triage")
+    proc = _start_worker(env, "--queues", "triage")
     try:
-        assert wait_for(lambda: ready.exists() and ready.stat().st_size == 0)  # written anew by the pool process
+        assert _wait_for(lambda: ready.exists() and ready.stat().st_size == 0)  # written anew by the pool process
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -260,33 +250,15 @@ def test_a_worker_stopped_with_its_pool_exits(tmp_path) -> None:
     together): Celery stops the pool, and the worker must then exit. It used to hang in billiard's pool finalizer at
     interpreter exit, waiting for a queue lock a pool process had died holding (2 of 5 tries; CI left such workers
     behind); the worker command now leaves without those exit handlers."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     heartbeat = scratch / "itsm-triage-worker.heartbeat"
-    env = {
-        **os.environ,
-        "TMPDIR": str(scratch),
-        "ITSM_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
-        "ITSM_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}",
-        "ITSM_MODEL__BACKEND": "fake",
-    }
-    subprocess.run([sys.executable, "-m", "service.cli", "db", "upgrade"], env=env, check=True, capture_output=True)
+    env = _worker_env(tmp_path, scratch)
     hung = 0
     for _ in range(5):  # the race hit 2 of 5 tries before the fix
         heartbeat.unlink(missing_ok=True)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "worker", "--queues", "deliver", "--concurrency", "2"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not heartbeat.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        proc = _start_worker(env, "--queues", "deliver", "--concurrency", "2", start_new_session=True)
+        _wait_for(heartbeat.exists)
         time.sleep(1.5)  # the pool processes are up and waiting for work
         os.killpg(proc.pid, signal.SIGTERM)
         try:
